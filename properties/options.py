@@ -1,0 +1,30 @@
+"""The options of the current run, parsed once in ``pytest_configure`` (see properties/plugin.py).
+
+Strategies read ``RUN.without`` when they are built, so ``--ssm-without`` removes a feature from
+the input space itself rather than filtering drawn examples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_CALL_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RunOptions:
+    subjects: dict = field(default_factory=dict)  # role -> list[Subject]; empty: bundled ones
+    user_subjects: bool = False
+    dtypes: tuple = ("float32",)
+    device: str = "cpu"
+    without: frozenset = frozenset()
+    grad: bool = False
+    report_dir: str | None = None
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+
+
+RUN = RunOptions()
+
+
+def enabled(feature: str) -> bool:
+    """Whether strategies may draw inputs that exercise ``feature``."""
+    return feature not in RUN.without

@@ -1,0 +1,256 @@
+"""The pytest plugin of the suite: the ``--ssm-*`` options of CONTRACT.md, the subjects each
+property runs against, Hypothesis profiles, clean failure messages, and the report."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from properties import report
+from properties.harness import CURRENT_PROPERTY, SubjectUnderTest
+from properties.options import DEFAULT_CALL_TIMEOUT_S, RUN
+from properties.report import RECORDER
+from properties.roles import DEVICES, DTYPES, ROLES
+from properties.subjects import Subject, SubjectFailure, UsageError, load_target
+from properties.tolerance import SAFETY, UNIT_ROUNDOFF
+
+# --- Hypothesis profiles -------------------------------------------------------------------------
+# dev: quick local runs. ci: derandomized (the same examples every run), no deadline (oracles
+# are slow; hangs are caught by the per-call limit instead), reproduction blobs printed; chosen
+# automatically when the CI environment variable is set. thorough: 10x ci's examples.
+# 100 examples per property in ci: every input class of a strategy is drawn with probability
+# >= 1/8 per example, so a mistake confined to one class escapes with probability
+# <= (7/8)^100 < 2e-6, and the derandomized run is the same every time.
+# ci-noshrink: ci without shrinking: the same examples and verdicts, the first failing example
+# reported as drawn; for the meta-tests (which need verdicts, not minimal inputs) and triage.
+# Hypothesis's "explain" phase is left out: it lists lines of the suite's own code.
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+_COMMON = dict(deadline=None, print_blob=True, report_multiple_bugs=False, phases=_PHASES,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors,
+                                      HealthCheck.data_too_large])
+_CI = dict(_COMMON, max_examples=100, derandomize=True, database=None)
+settings.register_profile("dev", **dict(_COMMON, max_examples=25))
+settings.register_profile("ci", **_CI)
+settings.register_profile("ci-noshrink", **dict(_CI, phases=_PHASES[:-1]))
+settings.register_profile("thorough", **dict(_COMMON, max_examples=1000))
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("ssm", "SSM kernel conformance (see CONTRACT.md)")
+    group.addoption("--ssm-subject", action="append", default=[], metavar="ROLE=TARGET",
+                    help="judge TARGET (package.module:attr or path/to/file.py:attr) as ROLE; "
+                         "repeatable. Without it, the bundled implementations are judged.")
+    group.addoption("--ssm-dtype", default="float32", metavar="DTYPES",
+                    help="comma-separated dtypes for torch roles: float32,float64,bfloat16,"
+                         "float16 (default float32). NumPy roles are tested in float64.")
+    group.addoption("--ssm-device", default="cpu", metavar="cpu|cuda",
+                    help="device of the tensors given to torch roles (default cpu)")
+    group.addoption("--ssm-without", default="", metavar="FEATURE[,FEATURE...]",
+                    help="remove features from the input space (per-role names in CONTRACT.md)")
+    group.addoption("--ssm-grad", action="store_true",
+                    help="also check backward passes (vector-Jacobian products) of torch subjects")
+    group.addoption("--ssm-report", default=None, metavar="DIR",
+                    help="write DIR/report.json, DIR/report.md and DIR/*.png")
+    group.addoption("--ssm-call-timeout", default=DEFAULT_CALL_TIMEOUT_S, type=float,
+                    metavar="SECONDS",
+                    help=f"per-call time limit for a subject (default {DEFAULT_CALL_TIMEOUT_S:g})")
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse(config) -> None:
+    """Fill properties.options.RUN from the command line; raise UsageError on anything wrong."""
+    dtypes = _split(config.getoption("ssm_dtype"))
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not dtypes:
+        raise UsageError(f"--ssm-dtype: unknown dtype {', '.join(unknown) or '(none)'}; "
+                         f"choose from {','.join(DTYPES)}")
+    device = config.getoption("ssm_device")
+    if device not in DEVICES:
+        raise UsageError(f"--ssm-device: unknown device {device!r}; choose cpu or cuda")
+    requested: dict[str, list[Subject]] = {}
+    for spec in config.getoption("ssm_subject"):
+        role_name, sep, target = spec.partition("=")
+        role_name, target = role_name.strip(), target.strip()
+        if not sep or not role_name or not target:
+            raise UsageError(f"--ssm-subject {spec!r}: expected ROLE=TARGET")
+        if role_name not in ROLES:
+            raise UsageError(f"--ssm-subject: unknown role {role_name!r}; roles: "
+                             f"{', '.join(ROLES)}")
+        if not ROLES[role_name].bundled:
+            raise UsageError(f"--ssm-subject: role {role_name!r} has no properties in this "
+                             f"version of the suite yet")
+        requested.setdefault(role_name, []).append(
+            Subject(role_name, target, load_target(target)))
+    without = frozenset(_split(config.getoption("ssm_without")))
+    roles_in_play = [ROLES[r] for r in requested] if requested else list(ROLES.values())
+    known_features = {f for role in roles_in_play for f in role.features}
+    unknown = sorted(without - known_features)
+    if unknown:
+        raise UsageError(f"--ssm-without: unknown feature {', '.join(unknown)} for "
+                         f"{'the named roles' if requested else 'any role'}; features: "
+                         f"{', '.join(sorted(known_features)) or '(none)'}")
+    timeout = config.getoption("ssm_call_timeout")
+    if not timeout > 0:
+        raise UsageError("--ssm-call-timeout: must be a positive number of seconds")
+    RUN.subjects = requested
+    RUN.user_subjects = bool(requested)
+    RUN.dtypes = tuple(dtypes)
+    RUN.device = device
+    RUN.without = without
+    RUN.grad = bool(config.getoption("ssm_grad"))
+    RUN.report_dir = config.getoption("ssm_report")
+    RUN.call_timeout_s = float(timeout)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ssm_role(name): the contract role a property judges")
+    if not config.getoption("hypothesis_profile", None):
+        settings.load_profile("ci" if os.environ.get("CI") else "dev")
+    try:
+        _parse(config)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+_BUNDLED_CACHE: dict[str, Subject] = {}
+
+
+def _bundled(role) -> list[Subject]:
+    subjects = []
+    for target in role.bundled:
+        if target.startswith("implementations.cupy") and not _cuda_visible():
+            continue  # CuPy kernels only where a GPU is visible (CONTRACT.md)
+        if target not in _BUNDLED_CACHE:
+            _BUNDLED_CACHE[target] = Subject(role.name, target, load_target(target), bundled=True)
+        subjects.append(_BUNDLED_CACHE[target])
+    return subjects
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_generate_tests(metafunc):
+    if "sut" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("ssm_role")
+    role = ROLES[marker.args[0]]
+    if RUN.user_subjects:
+        subjects = RUN.subjects.get(role.name, [])
+    else:
+        subjects = _bundled(role)
+    dtypes = RUN.dtypes if role.backend == "torch" else ("float64",)
+    device = RUN.device if role.backend == "torch" else "cpu"
+    params = []
+    for subject in subjects:
+        for dtype in dtypes:
+            sut = SubjectUnderTest(subject, role, dtype, device)
+            marks = []
+            if device == "cuda" and not _cuda_visible():
+                marks.append(pytest.mark.skip(reason="--ssm-device cuda: no CUDA GPU visible"))
+            params.append(pytest.param(sut, id=f"{subject.name}-{dtype}", marks=marks))
+    metafunc.parametrize("sut", params)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --ssm-subject, only the properties of the named roles run."""
+    if not RUN.user_subjects:
+        return
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("ssm_role")
+        if marker is not None and marker.args[0] not in RUN.subjects:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _property_name(item) -> str:
+    marker = item.get_closest_marker("ssm_role")
+    if marker is not None and "property" in marker.kwargs:
+        return marker.kwargs["property"]
+    name = getattr(item, "originalname", item.name)
+    return name[5:] if name.startswith("test_") else name
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    CURRENT_PROPERTY["name"] = _property_name(item)
+    yield
+    CURRENT_PROPERTY["name"] = None
+
+
+def _subject_failure(exc):
+    """The SubjectFailure inside ``exc`` (Hypothesis may wrap it in an exception group)."""
+    if isinstance(exc, SubjectFailure):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _subject_failure(inner)
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    sut = getattr(item, "callspec", None) and item.callspec.params.get("sut")
+    if not isinstance(sut, SubjectUnderTest) or rep.when not in ("setup", "call"):
+        return
+    entry = RECORDER.entry(sut, _property_name(item))
+    entry.duration_s += rep.duration
+    if rep.skipped:
+        entry.verdict = "skip"
+        entry.message = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else ""
+    elif rep.failed:
+        entry.verdict = "fail"
+        exc = call.excinfo.value if call.excinfo else None
+        failure = _subject_failure(exc)
+        notes = [n for n in getattr(failure or exc, "__notes__", [])
+                 if "Falsifying example" not in n]  # our reproduction is the readable one
+        if failure is not None:
+            entry.failure_kind = failure.kind
+            header = (f"{sut.role.name} / {sut.subject.name} / {entry.property} / {sut.dtype}: "
+                      f"{failure.kind}")
+            entry.message = "\n".join([header, failure.message, *notes])
+            rep.longrepr = entry.message
+        else:
+            entry.failure_kind = "error"
+            entry.message = f"{type(exc).__name__}: {exc}" if exc else str(rep.longrepr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RECORDER.entries:
+        return
+    terminalreporter.section("SSM conformance")
+    for line in report.terminal_lines(RECORDER.entries.values()):
+        terminalreporter.write_line(line)
+    if RUN.report_dir:
+        terminalreporter.write_line(f"report written to {RUN.report_dir}/report.md, "
+                                    f"report.json and plots")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not RUN.report_dir:
+        return
+    options = {
+        "subjects": {role: [s.name for s in subs] for role, subs in RUN.subjects.items()},
+        "bundled": not RUN.user_subjects, "dtypes": list(RUN.dtypes), "device": RUN.device,
+        "without": sorted(RUN.without), "grad": RUN.grad, "call_timeout_s": RUN.call_timeout_s,
+    }
+    report.write(RUN.report_dir, exit_status=int(exitstatus), options=options,
+                 profile=settings._current_profile, without=RUN.without,
+                 tolerance={"safety": SAFETY, "unit_roundoff": UNIT_ROUNDOFF})

@@ -1,0 +1,213 @@
+"""What the run found, per (role, subject, property, dtype): written as report.json (schema below),
+report.md (a table for people and CI job summaries), PNG plots of error/tolerance against input
+size, and a short table after pytest's own summary.
+
+report.json schema ("ssm-conformance-report/1"):
+{
+  "schema": "ssm-conformance-report/1",
+  "created": ISO-8601 time, "command": [argv...], "exit_status": int,
+  "hypothesis_profile": str, "conformant": bool (every property held for every subject),
+  "options": {"subjects": {role: [target...]}, "bundled": bool, "dtypes": [...],
+              "device": str, "without": [...], "grad": bool, "call_timeout_s": float},
+  "tolerance": {"safety": float, "unit_roundoff": {dtype: u}},
+  "results": [{
+      "role", "subject", "property", "dtype", "device",
+      "verdict": "pass" | "fail" | "skip",
+      "failure_kind": null | "inaccurate" | "raised" | "hang" | "wrong_shape" | "wrong_dtype"
+                      | "wrong_type" | "wrong_structure" | "wrong_device" | "non_finite"
+                      | "mutated_input" | "nondeterministic" | "no_backward" | "error",
+      "message": str (the failure with its minimal reproduction; "" on pass),
+      "examples": int (calls judged, shrinking included),
+      "features_exercised": [...], "features_left_out": [...] (by --ssm-without),
+      "features_not_drawn": [...] (in the input space but never drawn: a gap in the strategy),
+      "max_ratio": float (largest error/tolerance; conformance means <= 1),
+      "max_abs_error": float, "max_rel_error": float,
+      "worst_example": {"size": int, "ratio": float, "reproduction": str} | null,
+      "duration_s": float
+  }]
+}
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+SCHEMA = "ssm-conformance-report/1"
+
+
+@dataclass
+class Entry:
+    role: str
+    subject: str
+    property: str
+    dtype: str
+    device: str
+    role_features: tuple = ()
+    verdict: str = "pass"
+    failure_kind: str | None = None
+    message: str = ""
+    examples: int = 0
+    features: set = field(default_factory=set)
+    max_ratio: float = 0.0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    worst: dict | None = None
+    points: list = field(default_factory=list)  # (size, ratio) for the plots
+    duration_s: float = 0.0
+
+    def as_json(self, without) -> dict:
+        left_out = sorted(set(self.role_features) & set(without))
+        return {
+            "role": self.role, "subject": self.subject, "property": self.property,
+            "dtype": self.dtype, "device": self.device, "verdict": self.verdict,
+            "failure_kind": self.failure_kind, "message": self.message,
+            "examples": self.examples,
+            "features_exercised": sorted(self.features & set(self.role_features)),
+            "features_left_out": left_out,
+            "features_not_drawn": sorted(set(self.role_features) - self.features
+                                         - set(left_out)),
+            "max_ratio": _finite_or_str(self.max_ratio),
+            "max_abs_error": _finite_or_str(self.max_abs_error),
+            "max_rel_error": _finite_or_str(self.max_rel_error),
+            "worst_example": self.worst, "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _finite_or_str(x: float):
+    return x if math.isfinite(x) else ("inf" if x > 0 else "nan")
+
+
+class Recorder:
+    def __init__(self):
+        self.entries: dict[tuple, Entry] = {}
+
+    def entry(self, sut, prop: str) -> Entry:
+        key = (sut.role.name, sut.subject.name, prop, sut.dtype, sut.device)
+        if key not in self.entries:
+            self.entries[key] = Entry(*key, role_features=sut.role.features)
+        return self.entries[key]
+
+    def observe(self, sut, prop, case, *, ratio, abs_err, rel_err, describe):
+        entry = self.entry(sut, prop)
+        entry.examples += 1
+        entry.features |= set(getattr(case, "features", ()))
+        size = int(getattr(case, "size", 0))
+        entry.points.append((size, float(ratio)))
+        if entry.worst is None or not ratio <= entry.max_ratio:
+            entry.worst = {"size": size, "ratio": _finite_or_str(float(ratio)),
+                           "reproduction": describe(case)}
+        entry.max_ratio = max(entry.max_ratio, float(ratio))
+        entry.max_abs_error = max(entry.max_abs_error, float(abs_err))
+        entry.max_rel_error = max(entry.max_rel_error, float(rel_err))
+
+
+RECORDER = Recorder()
+
+
+# --- writers -------------------------------------------------------------------------------------
+
+def _fmt_ratio(x) -> str:
+    if isinstance(x, str):
+        return x
+    return f"{x:.3g}"
+
+
+def table_rows(entries):
+    for e in sorted(entries, key=lambda e: (e.role, e.subject, e.property, e.dtype)):
+        yield e
+
+
+def write(directory: str, *, exit_status: int, options: dict, profile: str, tolerance: dict,
+          without) -> None:
+    os.makedirs(directory, exist_ok=True)
+    entries = list(RECORDER.entries.values())
+    results = [e.as_json(without) for e in table_rows(entries)]
+    doc = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv, "exit_status": int(exit_status),
+        "conformant": int(exit_status) == 0 and all(r["verdict"] != "fail" for r in results),
+        "hypothesis_profile": profile, "options": options, "tolerance": tolerance,
+        "results": results,
+    }
+    with open(os.path.join(directory, "report.json"), "w") as fh:
+        json.dump(doc, fh, indent=2)
+    with open(os.path.join(directory, "report.md"), "w") as fh:
+        fh.write(markdown(doc))
+    plot(directory, entries)
+
+
+def markdown(doc: dict) -> str:
+    opts = doc["options"]
+    verdict = "conformant" if doc["conformant"] else "NOT conformant"
+    lines = [
+        "# SSM kernel conformance report", "",
+        f"**{verdict}** (exit status {doc['exit_status']}); Hypothesis profile "
+        f"`{doc['hypothesis_profile']}`, dtypes {', '.join(opts['dtypes'])}, device "
+        f"{opts['device']}, per-call time limit {opts['call_timeout_s']:g} s"
+        + (f", without {', '.join(opts['without'])}" if opts["without"] else "") + ".", "",
+        "A property holds when every element's |error| against the high-precision oracle is "
+        "within its derived tolerance: *max err/tol* <= 1.", "",
+        "| role | subject | property | dtype | verdict | max err/tol | max abs err | examples "
+        "| features exercised | left out | not drawn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        verdict_cell = "pass" if r["verdict"] == "pass" else (
+            f"**{r['verdict'].upper()}**" + (f" ({r['failure_kind']})" if r["failure_kind"] else ""))
+        lines.append(
+            f"| {r['role']} | `{r['subject']}` | {r['property']} | {r['dtype']} | "
+            f"{verdict_cell} | {_fmt_ratio(r['max_ratio'])} | "
+            f"{_fmt_ratio(r['max_abs_error'])} | {r['examples']} | "
+            f"{', '.join(r['features_exercised']) or '-'} | "
+            f"{', '.join(r['features_left_out']) or '-'} | "
+            f"{', '.join(r['features_not_drawn']) or '-'} |")
+    failures = [r for r in doc["results"] if r["verdict"] == "fail"]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures:
+            lines += [f"### {r['role']} / `{r['subject']}` / {r['property']} / {r['dtype']}", "",
+                      "```", r["message"].strip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def terminal_lines(entries) -> list[str]:
+    rows = [("role", "subject", "property", "dtype", "verdict", "max err/tol", "examples")]
+    for e in table_rows(entries):
+        verdict = e.verdict if e.verdict != "fail" else f"FAIL ({e.failure_kind})"
+        rows.append((e.role, e.subject, e.property, e.dtype, verdict,
+                     _fmt_ratio(_finite_or_str(e.max_ratio)), str(e.examples)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def plot(directory: str, entries) -> None:
+    """One PNG per (role, dtype): error/tolerance against input size, one series per subject."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault((e.role, e.dtype), []).append(e)
+    for (role, dtype), group in groups.items():
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for e in group:
+            pts = [(s, r) for s, r in e.points if math.isfinite(r) and r > 0]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=10, alpha=0.6, label=f"{e.subject} ({e.property})")
+        ax.axhline(1.0, color="red", lw=1, ls="--", label="tolerance")
+        ax.set_yscale("log")
+        ax.set_xlabel("input size")
+        ax.set_ylabel("error / tolerance")
+        ax.set_title(f"{role} ({dtype})")
+        ax.legend(fontsize=6, loc="best")
+        fig.tight_layout()
+        fig.savefig(os.path.join(directory, f"{role}-{dtype}.png"), dpi=110)
+        plt.close(fig)

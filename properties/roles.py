@@ -1,0 +1,52 @@
+"""The roles of the contract (../shared/CONTRACT.md): what kind of kernel each is, its features,
+and the bundled implementations that are judged when no ``--ssm-subject`` is given."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    backend: str  # "numpy": NumPy arrays in, tested in float64; "torch": tensors in the dtype under test
+    features: tuple[str, ...] = ()
+    bundled: tuple[str, ...] = ()  # targets "module:attr" of our own implementations
+    mutates: tuple[str, ...] = ()  # arguments the role must change in place
+
+
+def _numpy_and_torch(module: str, attr: str) -> tuple[str, ...]:
+    return (f"implementations.numpy.{module}:{attr}", f"implementations.torch.{module}:{attr}")
+
+
+ROLES: dict[str, Role] = {
+    role.name: role
+    for role in [
+        Role("discretize_zoh", "numpy", ("singular_A",), _numpy_and_torch("discretize", "zoh")),
+        Role("discretize_bilinear", "numpy", (), _numpy_and_torch("discretize", "bilinear")),
+        Role("discretize_euler", "numpy", (), _numpy_and_torch("discretize", "euler")),
+        Role("discretize_backward_euler", "numpy", (),
+             _numpy_and_torch("discretize", "backward_euler")),
+        Role("causal_conv", "numpy", (), _numpy_and_torch("convolution", "causal_conv")),
+        # Roles of the contract whose properties arrive with later issues.
+        Role("hippo_legs", "numpy"),
+        Role("hippo_legt", "numpy"),
+        Role("hippo_lagt", "numpy"),
+        Role("hippo_fout", "numpy"),
+        Role("ssm_kernel", "numpy"),
+        Role("s4d_kernel", "numpy"),
+        Role("dplr_kernel", "numpy", ("rank2",)),
+        Role("linear_scan", "torch", ("complex",)),
+        Role("selective_scan", "torch",
+             ("complex_A", "constant_B", "constant_C", "grouped_BC", "D", "z", "delta_bias",
+              "delta_softplus", "last_state")),
+        Role("selective_state_update", "torch", ("D", "z", "dt_bias", "dt_softplus"),
+             mutates=("state",)),
+        Role("ssd", "torch",
+             ("D", "z", "dt_bias", "dt_softplus", "initial_states", "final_states", "grouped_BC")),
+        Role("causal_conv1d", "torch", ("bias", "silu")),
+        Role("attention", "torch", ("causal", "scale")),
+    ]
+}
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+DEVICES = ("cpu", "cuda")

@@ -1,0 +1,107 @@
+"""Continuous-time systems (A, B, dt) for the discretization roles.
+
+Classes of A (each drawn with probability 1/8 or more): dense, diagonal, singular (an exactly
+zero or repeated row), nilpotent (strictly upper triangular), defective (a Jordan block under an
+integer unimodular similarity, so exactly defective in float64), oscillatory (skew-symmetric plus
+a negative shift, eigenvalues with large imaginary parts), stiff (eigenvalues spread over four
+decades, ||A dt|| up to 2000), zero. Sizes n = 1..16, B with 1..4 columns or 1-D, dt from 1e-6 to
+1e2, and ||A dt|| from 1e-8 to 30 (stiff: to 2000).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import assume, strategies as st
+
+from properties.options import enabled
+from properties.strategies.common import log_uniform, power_of_two_near
+
+KINDS = ("dense", "diagonal", "singular", "nilpotent", "defective", "oscillatory", "stiff", "zero")
+SINGULAR_KINDS = {"singular", "nilpotent", "zero"}
+
+
+@dataclass
+class LTICase:
+    A: np.ndarray
+    B: np.ndarray
+    dt: float
+    kind: str
+    features: frozenset = field(default_factory=frozenset)
+
+    def args(self):
+        return {"A": self.A, "B": self.B, "dt": self.dt}
+
+    @property
+    def size(self) -> int:
+        return self.A.shape[0]
+
+    def __repr__(self):
+        return (f"LTICase(kind={self.kind!r}, n={self.A.shape[0]}, B.shape={self.B.shape}, "
+                f"dt={self.dt!r})")
+
+
+def _matrix(kind: str, n: int, entries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A base matrix of the given class with entries of order 1 (before scaling)."""
+    if kind == "dense":
+        return entries
+    if kind == "diagonal":
+        return np.diag(np.diag(entries))
+    if kind == "singular":
+        A = entries.copy()
+        if n == 1:
+            return np.zeros((1, 1))
+        i, j = rng.choice(n, size=2, replace=False)
+        if rng.random() < 0.5:
+            A[i] = 0.0  # a zero row
+        else:
+            A[i] = A[j]  # a repeated row
+        return A
+    if kind == "nilpotent":
+        return np.triu(entries, 1)
+    if kind == "defective":
+        lam = float(rng.integers(-4, 3))
+        J = lam * np.eye(n) + np.eye(n, k=1)  # one Jordan block: geometric multiplicity 1
+        S = np.triu(rng.integers(-1, 2, size=(n, n)).astype(float), 1) + np.eye(n)
+        S_inv = np.linalg.inv(S).round()  # unit upper triangular integer: inverse is integer
+        return S @ J @ S_inv  # exact in float64 (small integers)
+    if kind == "oscillatory":
+        skew = np.triu(entries, 1)
+        return skew - skew.T - 0.5 * np.eye(n)
+    if kind == "stiff":
+        rates = 10.0 ** rng.uniform(0, 4, size=n)
+        return -np.diag(rates) + np.triu(entries, 1)  # eigenvalues -rates, spread 4 decades
+    if kind == "zero":
+        return np.zeros((n, n))
+    raise ValueError(kind)
+
+
+@st.composite
+def lti_cases(draw, max_n: int = 16, singular_feature: str | None = None):
+    """Draw (A, B, dt). ``singular_feature``: the role feature name that singular A exercises
+    (discretize_zoh's ``singular_A``); when it is removed by --ssm-without, singular classes
+    are not drawn."""
+    kinds = [k for k in KINDS if singular_feature is None or enabled(singular_feature)
+             or k not in SINGULAR_KINDS]
+    kind = draw(st.sampled_from(kinds))
+    n = draw(st.integers(1, max_n))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    entries = draw(st.sampled_from(["normal", "integer"]))
+    base = rng.standard_normal((n, n)) if entries == "normal" else \
+        rng.integers(-3, 4, size=(n, n)).astype(float)
+    A0 = _matrix(kind, n, base, rng)
+    dt = draw(log_uniform(-6, 2))
+    target = draw(log_uniform(3, 4)) if kind == "stiff" else draw(log_uniform(-8, 1)) * 3
+    norm = np.linalg.norm(A0, 1)
+    A = A0 * power_of_two_near(target / (norm * dt)) if norm > 0 else A0
+    if draw(st.booleans()):
+        B = rng.standard_normal(n)
+    else:
+        B = rng.standard_normal((n, draw(st.integers(1, 4))))
+    features = set()
+    if singular_feature and np.linalg.matrix_rank(A) < n:  # numerically singular
+        # integer and diagonal draws are often singular by chance; a Jordan block at 0 always is
+        assume(enabled(singular_feature))
+        features.add(singular_feature)
+    return LTICase(A=A, B=B, dt=dt, kind=kind, features=frozenset(features))
