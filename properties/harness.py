@@ -11,12 +11,17 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import assume
 
 from properties.options import RUN
 from properties.report import RECORDER
 from properties.roles import Role
 from properties.subjects import Subject, SubjectFailure
 from properties.tolerance import tolerance
+
+FINITE_MAX = {"float64": float(np.finfo(np.float64).max),
+              "float32": float(np.finfo(np.float32).max),
+              "bfloat16": 3.3895313892515355e38, "float16": 65504.0}
 
 # The property being run, set by the plugin around each test call (tests run one at a time).
 CURRENT_PROPERTY = {"name": None}
@@ -42,6 +47,7 @@ class Output:
     name: str
     shape: tuple
     kind: str = "real"  # "real" or "complex"
+    dtype: str | None = None  # torch roles: None = the dtype under test; "float32" for fp32 outputs
 
 
 @dataclass
@@ -54,9 +60,52 @@ class SubjectUnderTest:
     def __str__(self):
         return f"{self.subject.name} [{self.dtype}]"
 
+    # -- inputs --------------------------------------------------------------------------------
+    def inputs(self, case) -> dict:
+        """The arguments as the subject receives them. NumPy roles: the case's float64 arrays.
+        Torch roles: tensors on the device, activations rounded to the dtype under test, the
+        case's ``fp32`` arguments (mamba-ssm's fp32 weights) in float32; complex arrays become
+        complex128 for float64 and complex64 otherwise (torch has no complex half types).
+        Non-array arguments (sizes, flags, None) pass unchanged. Memoized on the case."""
+        key = ("_inputs", self.dtype, self.device)
+        cache = case.__dict__.setdefault("_prepared", {})
+        if key not in cache:
+            args = case.args()
+            if self.role.backend == "torch":
+                args = {name: self._tensor(value, name in getattr(case, "fp32", ()))
+                        for name, value in args.items()}
+                # an input that overflows the dtype under test is not a valid input of it
+                assume(all(bool(v.isfinite().all()) for v in args.values()
+                           if hasattr(v, "isfinite")))
+            cache[key] = args
+        return cache[key]
+
+    def _tensor(self, value, fp32: bool):
+        import torch
+        if not isinstance(value, np.ndarray):
+            return value
+        if np.iscomplexobj(value):
+            dtype = torch.complex128 if self.dtype == "float64" and not fp32 else torch.complex64
+        else:
+            dtype = torch.float32 if fp32 else getattr(torch, self.dtype)
+        return torch.from_numpy(np.ascontiguousarray(value)).to(device=self.device, dtype=dtype)
+
+    def exact(self, case) -> dict:
+        """The inputs the subject receives, as float64/complex128 arrays: what the oracle must be
+        evaluated on (rounding the inputs to the dtype under test is not the subject's error)."""
+        out = {}
+        for name, value in self.inputs(case).items():
+            if hasattr(value, "detach"):
+                import torch
+                value = value.detach().cpu()
+                value = (value.to(torch.complex128) if value.is_complex()
+                         else value.double()).numpy()
+            out[name] = value
+        return out
+
     # -- calling ---------------------------------------------------------------------------------
     def describe(self, case) -> str:
-        args = case.args()
+        args = self.inputs(case)
         lines = ["import numpy as np"] + (["import torch"] if self.role.backend == "torch" else [])
         lines += [f"{name} = {format_value(value)}" for name, value in args.items()]
         fn = self.subject.target.rpartition(":")[2]
@@ -67,9 +116,53 @@ class SubjectUnderTest:
         """The checked call; failures carry the reproduction of ``case``."""
         self._case = case
         try:
-            out, _ = self.subject.call(case.args(), describe=lambda: self.describe(case),
-                                       timeout=RUN.call_timeout_s, mutates=self.role.mutates)
+            out, mutated = self.subject.call(self.inputs(case),
+                                             describe=lambda: self.describe(case),
+                                             timeout=RUN.call_timeout_s,
+                                             mutates=self.role.mutates)
+            self.mutated = mutated  # the in-place results of roles that must mutate an input
             return out
+        except SubjectFailure as failure:
+            caught = failure
+        self._fail(caught)
+
+    def call_vjp(self, case, wrt, cotangent: np.ndarray):
+        """The checked call of a vector-Jacobian product: the ``wrt`` inputs become leaf tensors
+        requiring grad, the subject runs, and ``cotangent`` (float64, the shape of its first
+        output) is pulled back through that output. Returns (first output, {name: gradient});
+        an input the output does not depend on gets a zero gradient. A subject whose output
+        has no autograd graph, or whose backward raises, fails as ``no_backward``."""
+        import torch
+
+        from properties.subjects import NoBackward
+
+        names = list(self.inputs(case))
+
+        def wrap(fn):
+            def vjp(*args):
+                leaves = [a.detach().clone().requires_grad_(True) if n in wrt else a
+                          for n, a in zip(names, args)]
+                out = fn(*leaves)
+                first = out[0] if isinstance(out, (tuple, list)) else out
+                if not isinstance(first, torch.Tensor) or not first.requires_grad:
+                    raise NoBackward("the output does not require grad (no autograd graph)")
+                cot = torch.from_numpy(cotangent).to(device=first.device, dtype=first.dtype)
+                targets = [leaf for n, leaf in zip(names, leaves) if n in wrt]
+                try:
+                    grads = torch.autograd.grad(first, targets, cot, allow_unused=True)
+                except Exception as exc:  # noqa: BLE001 - the subject's backward failed
+                    raise NoBackward(f"its backward raised {type(exc).__name__}: {exc}") from None
+                grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, targets)]
+                return first.detach(), tuple(g.detach() for g in grads)
+            return vjp
+
+        self._case = case
+        try:
+            (first, grads), _ = self.subject.call(self.inputs(case),
+                                                  describe=lambda: self.describe(case),
+                                                  timeout=RUN.call_timeout_s,
+                                                  mutates=self.role.mutates, wrap=wrap)
+            return first, dict(zip([n for n in names if n in wrt], grads))
         except SubjectFailure as failure:
             caught = failure
         self._fail(caught)
@@ -117,10 +210,9 @@ class SubjectUnderTest:
             if not isinstance(item, torch.Tensor):
                 raise SubjectFailure("wrong_type", f"returned {want.name} as "
                                      f"{type(item).__name__}, expected a torch.Tensor")
-            expected = getattr(torch, self.dtype)
+            expected = getattr(torch, want.dtype or self.dtype)
             if want.kind == "complex":
-                expected = {torch.float32: torch.complex64,
-                            torch.float64: torch.complex128}.get(expected, expected)
+                expected = torch.complex128 if expected == torch.float64 else torch.complex64
             if item.dtype != expected:
                 raise SubjectFailure("wrong_dtype", f"returned {want.name} of dtype "
                                      f"{item.dtype}, expected {expected}")
@@ -144,10 +236,14 @@ class SubjectUnderTest:
 
     # -- the verdict -----------------------------------------------------------------------------
     def judge(self, case, checks):
-        """checks: list of (name, output array, Reference, terms). Fails on the first output whose
-        largest error/tolerance ratio exceeds 1, after recording every output's figures."""
+        """checks: list of (name, output array, Reference, terms[, output dtype]). The output
+        dtype (default: the dtype under test) sets the output-rounding term. ``terms`` is a list
+        of (depth, magnitude) for ``tolerance.tolerance``, or a callable ``dtype -> tolerance
+        array`` for a bound that combines several (min/max over algorithms: tolerance.py, S4
+        family). Fails on the first output whose largest error/tolerance ratio exceeds 1, after
+        recording every output."""
         worst = None
-        for name, out, ref, terms in checks:
+        for name, out, ref, terms, *out_dtype in checks:
             expected = ref.value
             finite_ref = np.isfinite(expected)
             bad = finite_ref & ~np.isfinite(out)
@@ -159,7 +255,10 @@ class SubjectUnderTest:
                     "non_finite",
                     f"returned {out[index]} in {name}{list(index)} where the oracle is finite "
                     f"({expected[index]!r})\n{self._repro(case)}")
-            tol = tolerance(ref, terms, self.dtype)
+            dtype = out_dtype[0] if out_dtype else self.dtype
+            # an exact result beyond the output dtype's range is no test of the subject
+            assume(bool(np.all(np.abs(expected[finite_ref]) <= FINITE_MAX[dtype])))
+            tol = terms(dtype) if callable(terms) else tolerance(ref, terms, dtype)
             err = np.abs(out - expected)
             err = np.where(finite_ref, err, np.where(out == expected, 0.0, np.inf))
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -211,3 +310,19 @@ def oracle(fn, *args, **kwargs):
             _ORACLE_CACHE.pop(next(iter(_ORACLE_CACHE)))
         _ORACLE_CACHE[key] = fn(*args, **kwargs)
     return _ORACLE_CACHE[key]
+
+
+def skip_unless_grad(sut, case, wrt, cotangent):
+    """Backward properties judge only with --ssm-grad (CONTRACT.md). Without it, the first
+    example probes whether the subject has a backward at all, so the report can say
+    "no backward", and the property is skipped either way."""
+    import pytest
+
+    if RUN.grad:
+        return
+    try:
+        sut.call_vjp(case, wrt, np.asarray(cotangent))
+    except SubjectFailure as failure:
+        if failure.kind == "no_backward":
+            pytest.skip("no backward (not judged without --ssm-grad)")
+    pytest.skip("backward not judged (run with --ssm-grad)")

@@ -215,6 +215,8 @@ def pytest_runtest_makereport(item, call):
     if rep.skipped:
         entry.verdict = "skip"
         entry.message = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else ""
+        if "no backward" in entry.message:
+            entry.failure_kind = "no_backward"
     elif rep.failed:
         entry.verdict = "fail"
         exc = call.excinfo.value if call.excinfo else None

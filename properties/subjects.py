@@ -21,6 +21,10 @@ class UsageError(Exception):
     """A bad command line: reported by pytest as a usage error (exit status 4)."""
 
 
+class NoBackward(Exception):
+    """Raised inside a VJP call when the subject's output carries no autograd graph."""
+
+
 class SubjectFailure(AssertionError):
     """The subject broke the contract; ``kind`` is one of the failure classes of CONTRACT.md."""
 
@@ -117,13 +121,14 @@ class Subject:
     def name(self) -> str:
         return self.target
 
-    def _run(self, args: dict, timeout: float):
+    def _run(self, args: dict, timeout: float, fn=None):
         box = {}
+        fn = fn or self.fn
 
         def work():
             try:
                 # the contract fixes the argument order: call positionally, as users' code does
-                box["out"] = self.fn(*args.values())
+                box["out"] = fn(*args.values())
             except BaseException as exc:  # noqa: BLE001 - any exception is the subject's
                 box["exc"] = exc
 
@@ -136,9 +141,11 @@ class Subject:
             return "raised", box["exc"]
         return "ok", box["out"]
 
-    def call(self, args: dict, *, describe, timeout: float, mutates=()):
+    def call(self, args: dict, *, describe, timeout: float, mutates=(), wrap=None):
         """Call the subject on ``args`` (an ordered name -> value mapping) and return its output
-        and the mutated arguments. ``describe()`` renders the input for messages."""
+        and the mutated arguments. ``describe()`` renders the input for messages. ``wrap``, if
+        given, maps the subject's function to the callable actually run (e.g. a VJP)."""
+        fn = wrap(self.fn) if wrap is not None else self.fn
         hang_message = f"hang: no answer within {timeout:g} s (the per-call time limit)"
         if self.hung_on is not None:  # its thread still runs: never start another one
             if describe() == self.hung_on:  # Hypothesis replaying the input that hung
@@ -149,10 +156,12 @@ class Subject:
         results = []
         for attempt in range(2):  # the second call checks determinism
             call_args = {k: _snapshot(v) for k, v in pristine.items()}
-            status, out = self._run(call_args, timeout)
+            status, out = self._run(call_args, timeout, fn)
             if status == "hang":
                 self.hung_on = describe()
                 raise SubjectFailure("hang", f"{hang_message} on this input")
+            if status == "raised" and isinstance(out, NoBackward):
+                raise SubjectFailure("no_backward", f"no backward: {out}")
             if status == "raised":
                 text = f"{type(out).__name__}: {out}".strip()
                 raise SubjectFailure("raised", f"raised on a valid input: {text}")

@@ -6,7 +6,7 @@ For every output element i the suite admits
           + (u_out + u_64) * |y_i|                             (rounding the result, and the oracle's
                                                                 own rounding to float64)
           + oracle_error_i                                     (the oracle's certified error)
-          + depth_total * tiny(dtype)                          (gradual underflow)
+          + SAFETY u depth_total tiny + u_out tiny_out         (gradual underflow)
 
 u is the unit roundoff of the compute dtype (float32 for half activations, as mamba-ssm
 accumulates), u_out that of the output dtype. Each role's terms (depth_k, magnitude_k) come from a
@@ -63,10 +63,13 @@ def tolerance(reference, terms, dtype: str = "float64") -> np.ndarray:
     for depth, magnitude in terms:
         forward = forward + depth * np.asarray(magnitude, dtype=np.float64)
         depth_total += depth
+    # gradual underflow: an operation below tiny errs by up to half a subnormal spacing,
+    # u * tiny, and so does rounding the result to the output dtype.
     return (SAFETY * u * forward
             + (u_out + U64) * value
             + reference.error
-            + depth_total * TINY[compute_dtype(dtype)])
+            + SAFETY * depth_total * u * TINY[compute_dtype(dtype)]
+            + u_out * TINY[dtype])
 
 
 # --- Per-role bounds -----------------------------------------------------------------------------
@@ -155,3 +158,90 @@ def causal_conv_terms(ref, length: int):
     log_n = _log2_ceil(4 * length)
     return [(length, ref.magnitudes["abs_conv"]),
             (21 * log_n + 1, ref.magnitudes["norm_K1_u2_plus_K2_u1"])]
+
+
+# --- S4 family -----------------------------------------------------------------------------------
+# Roles hippo_*, ssm_kernel, s4d_kernel, dplr_kernel (docs/s4_integration.md). Where one role admits
+# several algorithms, the bound is the *maximum* over algorithm families (any of them must pass) of
+# each family's bound, and a family with two valid bounds of the same computation takes their
+# *minimum*; such bounds are functions of the dtype returning the tolerance array, which
+# SubjectUnderTest.judge accepts in place of terms.
+
+def hippo_tol(ref, n: int, dtype: str = "float64") -> np.ndarray:
+    """HiPPO transition matrices (A or B) of size n; ``ref`` from properties/test_s4.py's
+    ``hippo_reference`` (the exact SymPy entries of oracle.hippo.transition at 30 digits).
+
+    Direct construction: every entry is at most three correctly rounded operations (two square
+    roots and a product, pi times k, a product of two square roots, a sum of two terms): "abs" =
+    |exact entry|, depth 3, componentwise -- exact zeros must come out zero.
+    From the normal-plus-low-rank form (A = V (diag Lambda - P~^T conj P~) V^*, B = V (V^* B),
+    V from a Hermitian eigensolver on -iS): LAPACK's eigensolver is backward stable,
+    V Lambda V^* = S + E with ||E||_2 <= ~n u ||S||_2; forming V diag(Lambda) V^* errs by
+    gamma_n |V||Lambda||V^*| <= gamma_n (||S||_2 + |shift|) per entry (rows of V are unit
+    vectors); P~ = V^* P^T errs by gamma_n |V^*||P^T|, ||.||_2 <= gamma_n sqrt(n) ||P||_F
+    (|| |V| ||_2 <= sqrt n), and the product V P~^T conj(P~) V^* adds gamma_2n ||P||_F^2; B the same
+    with ||B||_2. The oracle's scalar "nplr" = ||S||_2 + |shift| + (1 + sqrt n) ||P||_F^2 (A) or
+    (1 + sqrt n) ||B||_2 (B), depth 3n, bounds each entry's error.
+    Families: max(direct, nplr).
+    """
+    m = ref.magnitudes
+    direct = tolerance(ref, [(3, m["abs"])], dtype)
+    nplr = tolerance(ref, [(3 * n, m["nplr"])], dtype)
+    return np.maximum(direct, nplr)
+
+
+def ssm_kernel_tol(ref, n: int, dtype: str = "float64") -> np.ndarray:
+    """K_k = C Ad^k Bd (oracle.s4_kernels.ssm_kernel), n the state size.
+
+    "abs_power" = (k+1)|C||Ad|^k|Bd|, depth n: any evaluation order of the product of k+2
+    factors with inner dimension n (recurrence, repeated squaring, doubling) errs by at most
+    gamma_{(k+1)n} |C||Ad|^k|Bd| (Higham, eq. (3.13)).
+    "norm_bound" = ||C|| (||h_k|| + sum_j ||Ad^{k-j}|| ||Ad||_F ||h_{j-1}||), depth n: the
+    normwise first-order bound of the recurrence h_j = fl(Ad h_{j-1}) (each step errs by
+    gamma_n |Ad||h| <= gamma_n ||Ad||_F ||h||, carried on by Ad^{k-j}); the squarings of a doubling
+    algorithm give terms of the same form. |Ad|^k can grow where ||Ad^k|| does not (non-normal
+    or HiPPO Ad), so both are valid bounds of one computation: min.
+    """
+    m = ref.magnitudes
+    return np.minimum(tolerance(ref, [(n, m["abs_power"])], dtype),
+                      tolerance(ref, [(n, m["norm_bound"])], dtype))
+
+
+def s4d_kernel_terms(ref, n: int, disc: str = "zoh"):
+    """K_k = 2 Re sum_i C_i Bbar_i Abar_i^k (oracle.s4_kernels.s4d_kernel), n the state size.
+
+    "abs_sum" = 2 sum_i |C_i||Bbar_i||Abar_i|^k, depth n + 4: the n products and their sum.
+    "abs_power" = 2 sum_i |C_i||Bbar_i||Abar_i|^k (k+1)(1 + |x_i|), x_i = lambda_i dt (bilinear:
+    |log Abar_i|), depth 6 (zoh) / 10 (bilinear): Abar_i^k as exp(k x_i) or as k products has
+    relative error <= u (c + (k+1)(c' + |x_i|)) (the rounding of k x_i amplified by |k x_i|).
+    "abs_bbar" = 2 sum_i |C_i||B_i| ((|x_i| + 2)|e^{x_i}| + |e^{x_i} - 1|)/|lambda_i| |Abar_i|^k,
+    depth 6: S4D's (exp(x) - 1)/lambda errs by ~u (|x| + 2)|e^x|/|lambda| (expm1 does better).
+    All three are errors of one computation: summed.
+    """
+    m = ref.magnitudes
+    return [(n + 4, m["abs_sum"]), (6 if disc == "zoh" else 10, m["abs_power"]),
+            (6, m["abs_bbar"])]
+
+
+def dplr_kernel_tol(ref, n: int, r: int, length: int, dtype: str = "float64") -> np.ndarray:
+    """K_k = C Abar^k Bbar, bilinear, A = diag(Lambda) - P^T conj(Q) of rank r
+    (oracle.s4_kernels.dplr_kernel, magnitudes derived there and in oracle.dplr.cauchy_magnitudes).
+
+    Generating-function family (S4: Cauchy sums and Woodbury at the L-th roots of unity, C~ =
+    C (I - Abar^L), inverse FFT): "cond_cauchy" (depth n + r + 6; the geometric-sum bound at roots
+    where g(z_j) meets an eigenvalue), "cond_ctilde" (depth 3n + 2: the dense Abar^L reaching K
+    through the inverse DFT), "cond_fft" = ||K||_2 (depth 8 ceil(log2 L) + 2, Higham Thm 24.2);
+    summed.
+    Dense family (discretize by LU solves, then power): componentwise "abs_power" (depth n) plus
+    "disc" (Oettli-Prager perturbation of the solves propagated through the powers, depth 3n + 2),
+    or normwise "norm_bound" (depth 3n + 2); two bounds of one computation: min. (|Abar|^k of a
+    HiPPO system explodes while ||Abar^k|| does not.)
+    Families: max, leaving out a family whose bound is not finite.
+    """
+    m = ref.magnitudes
+    cauchy = tolerance(ref, [(n + r + 6, m["cond_cauchy"]), (3 * n + 2, m["cond_ctilde"]),
+                             (8 * _log2_ceil(length) + 2, m["cond_fft"])], dtype)
+    dense = np.minimum(tolerance(ref, [(n, m["abs_power"]), (3 * n + 2, m["disc"])], dtype),
+                       tolerance(ref, [(3 * n + 2, m["norm_bound"])], dtype))
+    families = [t for t in (cauchy, dense) if np.all(np.isfinite(t))]
+    return np.maximum.reduce(families) if families else dense
