@@ -147,7 +147,8 @@ def markdown(doc: dict) -> str:
     lines = [
         "# SSM kernel conformance report", "",
         f"**{verdict}** (exit status {doc['exit_status']}); Hypothesis profile "
-        f"`{doc['hypothesis_profile']}`, dtypes {', '.join(opts['dtypes'])}, device "
+        f"`{doc['hypothesis_profile']}`, torch dtypes {', '.join(opts['dtypes'])} "
+        f"(NumPy roles: float64), device "
         f"{opts['device']}, per-call time limit {opts['call_timeout_s']:g} s"
         + (f", without {', '.join(opts['without'])}" if opts["without"] else "") + ".", "",
         "A property holds when every element's |error| against the high-precision oracle is "

@@ -118,14 +118,22 @@ def zoh_terms(ref_Ad, ref_Bd, A, B, dt):
     B2 = np.asarray(B, dtype=np.float64).reshape(n, -1)
     norm_A = float(np.abs(A).sum(axis=0).max(initial=0.0)) * dt
     norm_B = float(np.abs(B2).sum(axis=0).max(initial=0.0)) * dt
-    d_back, d_eval = expm_depths(max(norm_A, norm_B), n + B2.shape[1])
+    size = n + B2.shape[1]
+    d_back, d_eval = expm_depths(max(norm_A, norm_B), size)
+    # Ad is judged at A's own scaling (plus the rounding of as many squarings as the block's
+    # norm suggests): squaring amplifies the rounding of the scaled exponential by 2 per step,
+    # so scaling by more than A needs multiplies Ad's error by 2^(extra squarings). An accurate
+    # expm avoids that: Al-Mohy & Higham 2009 (scipy) pick s from ||X^k||^(1/k), which for the
+    # block tends to ||A dt||; torch.linalg.matrix_exp scales by the block's 1-norm and loses 8
+    # digits of Ad at ||B|| = 1e12 -- a real defect, rejected here.
+    d_eval_A = expm_depths(norm_A, size)[1]
     norm_X = float(np.linalg.norm(A * dt, 2))
     Xt = np.zeros((2 * n, 2 * n))
     Xt[:n, :n], Xt[:n, n:] = A * dt, dt * np.eye(n)
     norm_Xt = float(np.linalg.norm(Xt, 2))
     S_A, S_B = ref_Ad.magnitudes["frechet"], np.asarray(ref_Bd.magnitudes["frechet"])
     G_A = S_A / norm_X if norm_X > 0 else 1.0  # X = 0: e^{Xs} = I, G = 1
-    terms_Ad = [(d_back, S_A), (d_eval, G_A)]
+    terms_Ad = [(d_back, S_A), (d_eval_A, G_A)]
     terms_Bd = [(d_back, S_B), (d_eval, S_B / norm_Xt), (n, ref_Bd.magnitudes["abs_phi_B"])]
     return terms_Ad, terms_Bd
 
@@ -245,3 +253,42 @@ def dplr_kernel_tol(ref, n: int, r: int, length: int, dtype: str = "float64") ->
                        tolerance(ref, [(3 * n + 2, m["norm_bound"])], dtype))
     families = [t for t in (cauchy, dense) if np.all(np.isfinite(t))]
     return np.maximum.reduce(families) if families else dense
+
+
+# --- SSD and causal conv1d -----------------------------------------------------------------------
+# Roles ssd and causal_conv1d (docs/mamba_oracles.md, "Error bounds"); the magnitudes are those of
+# oracle/ssd.py and oracle/causal_conv1d.py, evaluated on the exact inputs.
+
+def ssd_terms(ref):
+    """SSD (Mamba-2) output, final states, or any gradient of ``ssd_vjp``.
+
+    "depth" (3(t+1) + 2n + 8 for out at step t; 3l + 2n + 8 for the final states; twice the
+    forward depth plus the number of summed terms for a gradient) times "abs_out" (or
+    "abs_state"), the same recurrence on the absolute values of its leaves: every form of SSD --
+    recurrence, semiseparable matrix, chunks with state passing -- forms the same multilinear
+    products with at most that many roundings on any path (Higham, ch. 3).
+    "exp_cond" (depth 1): the first-order error of the exponentials exp(cs_i - cs_j) formed from
+    chunk-local cumulative sums of Dt A, each rounded by up to min(chunk_size, l) u F_i (oracle/ssd.py,
+    module doc). Summed: both are errors of one computation."""
+    m = ref.magnitudes
+    magnitude = m["abs_out"] if "abs_out" in m else m["abs_state"]
+    return [(m["depth"], magnitude), (1, m["exp_cond"])]
+
+
+def causal_conv1d_terms(ref):
+    """Depthwise causal conv1d (+ bias, SiLU) or a gradient of ``causal_conv1d_vjp``.
+
+    Recursive summation of w products and the bias errs by <= gamma_{w+1} sum |weight||x| + |bias|
+    (Higham, eq. 3.5): "depth" = w + 1; with SiLU, "abs_out" = |SiLU'(s)| abs_pre + |SiLU(s)|
+    carries the rounded pre-activation s through SiLU. Gradients: depth w + 1 + the terms summed
+    (w for dx, b l for dweight and dbias), "abs_out" the same sums on absolute values."""
+    m = ref.magnitudes
+    return [(m["depth"], m["abs_out"])]
+
+
+def pair_tol(ref_a, terms_a, ref_b, terms_b, dtype: str) -> np.ndarray:
+    """Bound on |y_a - y_b| for two results of one subject that are, exactly, the same number
+    (two chunk sizes; an output before and after the future changed; one batch element alone
+    and in a batch): each is within its own tolerance of the exact value, so
+    |y_a - y_b| <= tol_a + tol_b (triangle inequality; no further slack)."""
+    return tolerance(ref_a, terms_a, dtype) + tolerance(ref_b, terms_b, dtype)
