@@ -1,0 +1,442 @@
+"""SSD (Mamba-2) oracle: recurrent, quadratic (semiseparable matrix) and chunked forms, and its VJP.
+
+Semantics: mamba-ssm ``mamba_chunk_scan_combined`` (mamba_ssm/ops/triton/ssd_combined.py, with
+``_chunk_cumsum_fwd_kernel`` of ssd_chunk_state.py and ``_chunk_scan_fwd_kernel`` of
+ssd_chunk_scan.py), read at commit e9594ce of state-spaces/mamba; docs/mamba_oracles.md.
+x (b, l, h, p), dt (b, l, h), A (h,), B, C (b, l, g, n); head hh reads group hh // (h/g).
+
+    Dt_t = clamp(softplus(dt_t + dt_bias), dt_limit)      softplus(v) = v if v > 20 else log1p(e^v);
+                                                          clamp = min(max(., lo), hi), default
+                                                          dt_limit = (0, inf): Dt >= 0 ALWAYS
+    S_t  = exp(Dt_t A) S_{t-1} + Dt_t x_t B_t^T           S_{-1} = initial_states (or 0), (p, n)
+    y_t  = S_t C_t + D x_t,   out_t = y_t * SiLU(z_t)     (D (h,) or (h, p); gate after D, no norm)
+    final_states = S_{l-1}
+
+The same map as a semiseparable matrix (Dao & Gu 2024):  y_i = sum_{j<=i} M_ij Dt_j x_j +
+exp(sum_{k<=i} Dt_k A) S_{-1} C_i + D x_i,   M_ij = C_i^T B_j exp(sum_{k=j+1..i} Dt_k A);
+and chunked (chunk length Q): within a chunk the quadratic form with exp(cs_i - cs_j) (cs the
+chunk-local inclusive cumulative sum of Dt A), between chunks the recurrence of the states at
+chunk ends.  All three are evaluated here in multiple precision (MPFR via gmpy2 at mpmath's
+working precision, as oracle/selective_scan.py); ``ssd`` returns the recurrent one.
+
+Error model (as in oracle/selective_scan.py; magnitudes of every output):
+  abs_out  -- the recurrence on absolute values of the leaves exp(Dt A), Dt x, B, C, D x,
+              SiLU(z), |S_{-1}|.
+  depth    -- depth_t = 3 (t+1) + 2 n + 8 (per step exp, multiply, add; C.B and C.S dots; leaves).
+  exp_cond -- first-order error through the exponents.  A chunked kernel forms exp(cs_i - cs_j)
+              from chunk-local cumulative sums, so besides the rounding of each Dt_k A (weight
+              w_k = |Dt_k A| (1 + kappa_k)) the exponent of term (i, j) carries the rounding of
+              cs_i and cs_j: up to Q * F_i with F_i = sum_{k = chunk start..i} w_k.  Weights: exp
+              factors Q w_k, the source leaf Dt_j x_j  Q F_j + kappa_j, the output-side gate
+              SiLU(z_i) (all ones without z)  Q F_i  (Q = min(chunk_size, l)).  exp_cond is the
+              derivative of abs_out with respect to scaling the leaves by e^{eps * weight}
+              (an upper bound of the sum over terms of |term| * (exponent error / u)).
+  tolerance: SAFETY * u * (depth * abs_out + exp_cond) + output rounding.
+A kernel using global (not chunk-local) cumulative sums has exponent errors ~ u |cs_global| and
+is rightly outside this bound (MATH.md: segment sums only within stable ranges).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import gmpy2
+import numpy as np
+
+from oracle.selective_scan import (
+    SOFTPLUS_THRESHOLD, as_array, check_shape, dsilu_magnitude, dsoftplus_kappa, exp_cond_of,
+    f_sigmoid, f_softplus, hp_context, mp_dsilu, mp_dsoftplus, mp_exp, mp_of, mp_silu, mp_softplus, reference,
+    softplus_kappa, to_mpmath, verified_many,
+)
+
+DEFAULT_DT_LIMIT = (0.0, math.inf)
+
+
+# ----------------------------------------------------------------------------------------------
+# input checking
+
+
+class _Inputs:
+    """Validated float64 inputs and derived sizes."""
+
+    def __init__(self, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit):
+        x = as_array(x, "x", real=True)
+        if x.ndim != 4 or 0 in x.shape:
+            raise ValueError(f"x must have shape (b, l, h, p) with every size >= 1, got {x.shape}")
+        b, l, h, p = x.shape
+        dt = as_array(dt, "dt", real=True)
+        check_shape(dt, "dt", (b, l, h), f"(b, l, h) = {(b, l, h)}")
+        A = as_array(A, "A", real=True)
+        check_shape(A, "A", (h,), f"(h,) = ({h},)")
+        B = as_array(B, "B", real=True)
+        if B.ndim != 4 or B.shape[:2] != (b, l) or B.shape[2] < 1 or B.shape[3] < 1:
+            raise ValueError(f"B must have shape (b, l, g, n) = ({b}, {l}, g, n), got {B.shape}")
+        g, n = B.shape[2], B.shape[3]
+        if h % g != 0:
+            raise ValueError(f"B has g = {g} groups, which must divide the number of heads h = {h}")
+        C = as_array(C, "C", real=True)
+        check_shape(C, "C", B.shape, f"{B.shape} (that of B)")
+        if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        if D is not None:
+            D = as_array(D, "D", real=True)
+            if D.shape not in ((h,), (h, p)):
+                raise ValueError(f"D must have shape (h,) = ({h},) or (h, p) = ({h}, {p}), got {D.shape}")
+        if z is not None:
+            z = as_array(z, "z", real=True)
+            check_shape(z, "z", x.shape, f"(b, l, h, p) = {x.shape}")
+        if dt_bias is not None:
+            dt_bias = as_array(dt_bias, "dt_bias", real=True)
+            check_shape(dt_bias, "dt_bias", (h,))
+        if initial_states is not None:
+            initial_states = as_array(initial_states, "initial_states", real=True)
+            check_shape(initial_states, "initial_states", (b, h, p, n), f"(b, h, p, n) = {(b, h, p, n)}")
+        lo, hi = (float(v) for v in dt_limit)
+        if not lo <= hi or math.isnan(lo) or math.isnan(hi):
+            raise ValueError(f"dt_limit must be (lo, hi) with lo <= hi, got {dt_limit!r}")
+        self.__dict__.update(x=x, dt=dt, A=A, B=B, C=C, Q=int(chunk_size), D=D, z=z, dt_bias=dt_bias,
+                             S0=initial_states, lo=lo, hi=hi, b=b, l=l, h=h, p=p, g=g, n=n)
+        self.head_group = np.arange(h) // (h // g)
+
+    def raw(self):
+        return dict(x=self.x, dt=self.dt, A=self.A, B=self.B, C=self.C, D=self.D, z=self.z,
+                    dt_bias=self.dt_bias, S0=self.S0)
+
+
+def _clamp(v, lo, hi):
+    """Triton's tl.minimum(tl.maximum(dt, dt_min), dt_max)."""
+    v = v if v >= lo else gmpy2.mpfr(lo)
+    return v if v <= hi else gmpy2.mpfr(hi)
+
+
+_mp_clamp = np.frompyfunc(_clamp, 3, 1)
+_mp_inside = np.frompyfunc(lambda v, lo, hi: gmpy2.mpfr(1 if lo <= v <= hi else 0), 3, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# leaves
+
+
+def _leaves_mp(inp, raw, softplus):
+    """raw: dict of float64 arrays (read exactly) or object arrays of mp numbers."""
+    x, A = mp_of(raw["x"]), mp_of(raw["A"])
+    v = mp_of(raw["dt"])
+    if raw["dt_bias"] is not None:
+        v = v + mp_of(raw["dt_bias"])[None, None, :]
+    Dt_pre = mp_softplus(v) if softplus else v
+    Dt = _mp_clamp(Dt_pre, inp.lo, inp.hi)
+    gidx = inp.head_group
+    D = None if raw["D"] is None else mp_of(raw["D"])
+    zm = None if raw["z"] is None else mp_of(raw["z"])
+    dsp = mp_dsoftplus(v) if softplus else np.full(v.shape, gmpy2.mpfr(1), dtype=object)
+    return dict(
+        x=x, A=A, Dt=Dt,
+        a=mp_exp(Dt * A[None, None, :]),                       # (b, l, h)
+        dtx=Dt[..., None] * x,                                 # (b, l, h, p)
+        B=mp_of(raw["B"])[:, :, gidx], C=mp_of(raw["C"])[:, :, gidx],  # (b, l, h, n)
+        D=D, Dx=None if D is None else _D4(D) * x,
+        gate=None if zm is None else mp_silu(zm), dgate=None if zm is None else mp_dsilu(zm),
+        dDt=dsp * _mp_inside(Dt_pre, inp.lo, inp.hi),          # d Dt / d(dt + bias)
+        S0=None if raw["S0"] is None else mp_of(raw["S0"]),
+    )
+
+
+def _D4(D):
+    """D (h,) or (h, p) -> broadcastable to (b, l, h, p)."""
+    return D[None, None, :, None] if D.ndim == 1 else D[None, None, :, :]
+
+
+def _leaves_abs(inp, softplus):
+    """float64 magnitudes of the leaves, their exp_cond weights, and a path-weight bound."""
+    v = inp.dt if inp.dt_bias is None else inp.dt + inp.dt_bias[None, None, :]
+    Dt_pre = f_softplus(v) if softplus else v
+    Dt = np.minimum(np.maximum(Dt_pre, inp.lo), inp.hi)
+    inside = ((Dt_pre >= inp.lo) & (Dt_pre <= inp.hi)).astype(np.float64)
+    kappa = softplus_kappa(v, inp.dt_bias is not None, softplus)
+    gidx = inp.head_group
+    absx = np.abs(inp.x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lv = dict(
+            x=absx, A=np.abs(inp.A), Dt=np.abs(Dt),
+            a=np.exp(Dt * inp.A[None, None, :]),
+            dtx=np.abs(Dt)[..., None] * absx,
+            B=np.abs(inp.B)[:, :, gidx], C=np.abs(inp.C)[:, :, gidx],
+            D=None if inp.D is None else np.abs(inp.D),
+            Dx=None if inp.D is None else _D4(np.abs(inp.D)) * absx,
+            # the gate leaf is always present in the magnitude pass (ones without z): it carries
+            # the output-side weight Q F_i
+            gate=np.ones_like(absx) if inp.z is None else np.abs(inp.z * f_sigmoid(inp.z)),
+            dgate=None if inp.z is None else dsilu_magnitude(inp.z),
+            dDt=inside * (np.where(v > SOFTPLUS_THRESHOLD, 1.0, f_sigmoid(v)) if softplus else 1.0),
+            S0=None if inp.S0 is None else np.abs(inp.S0),
+        )
+    w = np.abs(Dt * inp.A[None, None, :]) * (1 + kappa)       # (b, l, h)
+    Q = min(inp.Q, inp.l)
+    F = np.empty_like(w)                                       # chunk-local cumulative sum of w
+    for c0 in range(0, inp.l, inp.Q):
+        F[:, c0:c0 + inp.Q] = np.cumsum(w[:, c0:c0 + inp.Q], axis=1)
+    # Position-side weights: the source j through Dt_j x_j (and Dt_j, dDt_j in the adjoint),
+    # the output i through the gate (and its derivative); see the module doc.
+    weights = dict(
+        a=Q * w, dtx=(Q * F + kappa)[..., None], Dt=Q * F + kappa,
+        dDt=Q * F + dsoftplus_kappa(v, inp.dt_bias is not None, softplus),
+        gate=(Q * F)[..., None], dgate=(Q * F)[..., None],
+    )
+    path = (Q * np.max(np.sum(w, axis=1), initial=0.0) + 5 * Q * np.max(F, initial=0.0)
+            + 3 * np.max(kappa, initial=0.0) + np.max(weights["dDt"], initial=0.0))
+    return lv, weights, path
+
+
+# ----------------------------------------------------------------------------------------------
+# the three forms (value pass: object arrays; the recurrent one also runs on magnitudes)
+
+
+def recurrent_core(lv, keep_states=False):
+    """S_t = a_t S_{t-1} + Dt_t x_t B_t^T;  y_t = S_t C_t;  pre = y + D x;  out = pre * gate."""
+    a, dtx, B, C = lv["a"], lv["dtx"], lv["B"], lv["C"]
+    S, ys, states = lv["S0"], [], []
+    for t in range(dtx.shape[1]):
+        inject = dtx[:, t, :, :, None] * B[:, t, :, None, :]              # (b, h, p, n)
+        S = inject if S is None else a[:, t, :, None, None] * S + inject
+        if keep_states:
+            states.append(S)
+        ys.append((S * C[:, t, :, None, :]).sum(axis=-1))                 # (b, h, p)
+    y = np.stack(ys, axis=1)
+    pre = y if lv["Dx"] is None else y + lv["Dx"]
+    out = pre if lv["gate"] is None else pre * lv["gate"]
+    return out, pre, S, states
+
+
+def quadratic_form(lv):
+    """y = M (Dt x) + (initial-state term) + D x, M_ij = C_i^T B_j exp(sum_{k=j+1..i} Dt_k A),
+    the segment sums summed directly (no differences of cumulative sums).  Returns (out, S_final)
+    with S_final = sum_j exp(sum_{k=j+1..l-1} Dt_k A) Dt_j x_j B_j^T (+ decayed S0)."""
+    dtx, B, C, S0 = lv["dtx"], lv["B"], lv["C"], lv["S0"]
+    dA = lv["Dt"] * lv["A"][None, None, :]                                # (b, l, h)
+    length = dtx.shape[1]
+
+    def segsum(j, i):  # sum_{k=j+1..i} dA_k, (b, h); zero when j == i
+        acc = 0 * dA[:, 0]
+        for k in range(j + 1, i + 1):
+            acc = acc + dA[:, k]
+        return acc
+
+    ys = []
+    for i in range(length):
+        y = 0 * dtx[:, i]
+        for j in range(i + 1):
+            cb = (C[:, i] * B[:, j]).sum(axis=-1)                          # (b, h)
+            y = y + (cb * mp_exp(segsum(j, i)))[..., None] * dtx[:, j]
+        if S0 is not None:
+            y = y + mp_exp(segsum(-1, i))[..., None] * (S0 * C[:, i, :, None, :]).sum(axis=-1)
+        ys.append(y)
+    y = np.stack(ys, axis=1)
+    S = 0 * (dtx[:, 0, :, :, None] * B[:, 0, :, None, :])
+    for j in range(length):
+        S = S + mp_exp(segsum(j, length - 1))[..., None, None] * dtx[:, j, :, :, None] * B[:, j, :, None, :]
+    if S0 is not None:
+        S = S + mp_exp(segsum(-1, length - 1))[..., None, None] * S0
+    return _finish(lv, y), S
+
+
+def chunked_form(lv, chunk_size):
+    """Mamba-2's chunked algorithm (ssd_minimal_discrete, any length): per chunk, cs = local
+    inclusive cumulative sum of Dt A;  intra-chunk  y_i = sum_{j in chunk, j<=i} C_i.B_j
+    exp(cs_i - cs_j) Dt_j x_j;  off-chunk  y_i += exp(cs_i) S_in C_i;  chunk state
+    st = sum_j exp(cs_last - cs_j) Dt_j x_j B_j^T;  S_out = exp(cs_last) S_in + st."""
+    dtx, B, C = lv["dtx"], lv["B"], lv["C"]
+    dA = lv["Dt"] * lv["A"][None, None, :]
+    length = dtx.shape[1]
+    S_in = lv["S0"]
+    ys = []
+    for c0 in range(0, length, chunk_size):
+        idx = range(c0, min(c0 + chunk_size, length))
+        cs, acc = {}, 0 * dA[:, c0]
+        for k in idx:
+            acc = acc + dA[:, k]
+            cs[k] = acc
+        for i in idx:
+            y = 0 * dtx[:, i]
+            for j in range(c0, i + 1):
+                cb = (C[:, i] * B[:, j]).sum(axis=-1)
+                y = y + (cb * mp_exp(cs[i] - cs[j]))[..., None] * dtx[:, j]
+            if S_in is not None:
+                y = y + mp_exp(cs[i])[..., None] * (S_in * C[:, i, :, None, :]).sum(axis=-1)
+            ys.append(y)
+        last = idx[-1]
+        st = 0 * (dtx[:, c0, :, :, None] * B[:, c0, :, None, :])
+        for j in idx:
+            st = st + mp_exp(cs[last] - cs[j])[..., None, None] * dtx[:, j, :, :, None] * B[:, j, :, None, :]
+        S_in = st if S_in is None else mp_exp(cs[last])[..., None, None] * S_in + st
+    return _finish(lv, np.stack(ys, axis=1)), S_in
+
+
+def _finish(lv, y):
+    pre = y if lv["Dx"] is None else y + lv["Dx"]
+    return pre if lv["gate"] is None else pre * lv["gate"]
+
+
+def ssd_forms_mp(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+                 dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT):
+    """The three forms at the current mpmath precision: {"recurrent"|"quadratic"|"chunked":
+    (out, final_states)} as object arrays of mpmath numbers.  Inputs: float64 arrays or object
+    arrays of mpmath numbers (for finite differences)."""
+    raw = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, S0=initial_states)
+    inp = _Inputs(*[_floatish(raw[k]) for k in ("x", "dt", "A", "B", "C")], chunk_size,
+                  *[_floatish(raw[k]) for k in ("D", "z", "dt_bias", "S0")], dt_limit)
+    with hp_context():
+        lv = _leaves_mp(inp, raw, dt_softplus)
+        out, _, S, _ = recurrent_core(lv)
+        forms = {"recurrent": (out, S), "quadratic": quadratic_form(lv), "chunked": chunked_form(lv, inp.Q)}
+    return {k: (to_mpmath(o), to_mpmath(s)) for k, (o, s) in forms.items()}
+
+
+def _floatish(v):
+    if v is None:
+        return None
+    arr = np.asarray(v)
+    return np.vectorize(float, otypes=[np.float64])(arr) if arr.dtype == object else arr
+
+
+# ----------------------------------------------------------------------------------------------
+# the oracle
+
+
+def _depth_out(length, n):
+    return (3.0 * np.arange(1, length + 1) + 2 * n + 8)[None, :, None, None]  # (1, l, 1, 1)
+
+
+def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+        dt_softplus=False, return_final_states=False, dt_limit=DEFAULT_DT_LIMIT):
+    """Oracle of mamba-ssm ``mamba_chunk_scan_combined`` (argument order as there; seq_idx,
+    cu_seqlens and varlen states are not modelled).  Returns Reference out (b, l, h, p)
+    [, Reference final_states (b, h, p, n)].  Magnitudes: "abs_out", "exp_cond", "depth"
+    (module doc); final states: "abs_state", "exp_cond", "depth" (3 l + 2 n + 8)."""
+    inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
+
+    def run_abs(lv):
+        out, _, S, _ = recurrent_core(lv)
+        return [out, S]
+
+    lv_abs, weights, path = _leaves_abs(inp, dt_softplus)
+    (abs_out, abs_S), (cond_out, cond_S) = exp_cond_of(run_abs, lv_abs, weights, path)
+
+    def compute():
+        out, _, S, _ = recurrent_core(_leaves_mp(inp, inp.raw(), dt_softplus))
+        return [out, S] if return_final_states else [out]
+
+    parts = verified_many(compute, [abs_out, abs_S] if return_final_states else [abs_out])
+    out_ref = reference(parts[0], {"abs_out": abs_out, "exp_cond": cond_out,
+                                   "depth": _depth_out(inp.l, inp.n)}, False)
+    if not return_final_states:
+        return out_ref
+    return out_ref, reference(parts[1], {"abs_state": abs_S, "exp_cond": cond_S,
+                                         "depth": 3.0 * inp.l + 2 * inp.n + 8}, False)
+
+
+# ----------------------------------------------------------------------------------------------
+# vector-Jacobian product
+
+
+def backward_core(lv, gout, pre, states, gfinal=None):
+    """Adjoint of recurrent_core w.r.t. its leaves (real arithmetic):
+    G_pre = gout gate;  G_S_t = G_pre_t C_t^T + a_{t+1} G_S_{t+1} (+ gfinal at t = l-1);
+    G_C_t = sum_p G_pre_t S_t;  G_dtx_t = G_S_t B_t;  G_B_t = sum_p G_S_t dtx_t;
+    G_a_t = <G_S_t, S_{t-1}>;  G_S0 = a_0 G_S_0."""
+    a, dtx, B, C, gate = lv["a"], lv["dtx"], lv["B"], lv["C"], lv["gate"]
+    length = dtx.shape[1]
+    G_pre = gout if gate is None else gout * gate
+    obj = dtx.dtype == object
+    G_a = np.empty(a.shape, dtype=object if obj else np.float64)
+    G_dtx = np.empty(dtx.shape, dtype=G_a.dtype)
+    G_B = np.empty(B.shape, dtype=G_a.dtype)
+    G_C = np.empty(C.shape, dtype=G_a.dtype)
+    GS = None
+    for t in reversed(range(length)):
+        from_y = G_pre[:, t, :, :, None] * C[:, t, :, None, :]            # (b, h, p, n)
+        GS = from_y if GS is None else from_y + a[:, t + 1, :, None, None] * GS
+        if t == length - 1 and gfinal is not None:
+            GS = GS + gfinal
+        G_C[:, t] = (G_pre[:, t, :, :, None] * states[t]).sum(axis=2)
+        G_dtx[:, t] = (GS * B[:, t, :, None, :]).sum(axis=-1)
+        G_B[:, t] = (GS * dtx[:, t, :, :, None]).sum(axis=2)
+        prev = states[t - 1] if t > 0 else lv["S0"]
+        G_a[:, t] = 0 * GS.sum(axis=(-2, -1)) if prev is None else (GS * prev).sum(axis=(-2, -1))
+    grads = dict(a=G_a, dtx=G_dtx, B=G_B, C=G_C, Dx=G_pre,
+                 gate=None if gate is None else gout * pre)
+    if lv["S0"] is not None:
+        grads["S0"] = a[:, 0, :, None, None] * GS
+    return grads
+
+
+def _chain(gl, lv, inp, has):
+    """Leaf gradients -> input gradients.  a = exp(w), w = Dt A:  G_w = G_a a;
+    G_A = sum_{b,l} G_w Dt;  G_Dt = G_w A + sum_p G_dtx x;  G_x = G_dtx Dt + G_Dx D;
+    G_B, G_C: sum over the heads of each group;  Dt = clamp(softplus(dt + dt_bias)):
+    G_dt = G_Dt dDt (0 where clamped);  G_dt_bias = sum_{b,l} G_dt;  G_D = sum G_Dx x."""
+    Dt, x, A = lv["Dt"], lv["x"], lv["A"]
+    G_w = gl["a"] * lv["a"]
+    g = {"A": (G_w * Dt).sum(axis=(0, 1))}
+    G_Dt = G_w * A[None, None, :] + (gl["dtx"] * x).sum(axis=-1)
+    G_x = gl["dtx"] * Dt[..., None]
+    if has["D"]:
+        G_x = G_x + gl["Dx"] * _D4(lv["D"])
+        GDx = gl["Dx"] * x
+        g["D"] = GDx.sum(axis=(0, 1, 3)) if lv["D"].ndim == 1 else GDx.sum(axis=(0, 1))
+    g["x"] = G_x
+    b, length, h, n = lv["B"].shape
+    for k in ("B", "C"):
+        g[k] = gl[k].reshape(b, length, inp.g, h // inp.g, n).sum(axis=3)
+    G_dt = G_Dt * lv["dDt"]
+    g["dt"] = G_dt
+    if has["z"]:
+        g["z"] = gl["gate"] * lv["dgate"]
+    if has["dt_bias"]:
+        g["dt_bias"] = G_dt.sum(axis=(0, 1))
+    if has["initial_states"]:
+        g["initial_states"] = gl["S0"]
+    return g
+
+
+def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
+            initial_states=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, grad_final_states=None):
+    """Vector-Jacobian product of ``ssd``: gradient of L = sum(grad_out * out)
+    [+ sum(grad_final_states * final_states)] w.r.t. x, dt, A, B, C and, when given, D, z,
+    dt_bias, initial_states, by the adjoint (reverse) recurrence in multiple precision.  Returns
+    {name: Reference} shaped like the inputs; where dt is clamped by dt_limit its gradient is 0
+    (as mamba-ssm's backward).  Magnitudes "abs_out" (the adjoint on absolute values),
+    "exp_cond", "depth" = 2 (3 l + 2 n + 8) + the number of terms each gradient sums."""
+    inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
+    grad_out = as_array(grad_out, "grad_out", real=True)
+    check_shape(grad_out, "grad_out", inp.x.shape)
+    if grad_final_states is not None:
+        grad_final_states = as_array(grad_final_states, "grad_final_states", real=True)
+        check_shape(grad_final_states, "grad_final_states", (inp.b, inp.h, inp.p, inp.n))
+    has = {"D": inp.D is not None, "z": inp.z is not None, "dt_bias": inp.dt_bias is not None,
+           "initial_states": inp.S0 is not None}
+    names = ["x", "dt", "A", "B", "C"] + [k for k in ("D", "z", "dt_bias", "initial_states") if has[k]]
+
+    def run(lv, gout, gfinal, magnitude):
+        if magnitude and inp.z is None:  # the all-ones gate of the magnitude pass is not an input
+            lv = dict(lv)
+            gout = gout * lv["gate"]
+            lv["gate"] = None
+        _, pre, _, states = recurrent_core(lv, keep_states=True)
+        g = _chain(backward_core(lv, gout, pre, states, gfinal), lv, inp, has)
+        return [g[k] for k in names]
+
+    lv_abs, weights, path = _leaves_abs(inp, dt_softplus)
+    gabs = np.abs(grad_out)
+    gfabs = None if grad_final_states is None else np.abs(grad_final_states)
+    base, cond = exp_cond_of(lambda lv: run(lv, gabs, gfabs, True), lv_abs, weights, path)
+    gmp = mp_of(grad_out)
+    gfmp = None if grad_final_states is None else mp_of(grad_final_states)
+    parts = verified_many(lambda: run(_leaves_mp(inp, inp.raw(), dt_softplus), gmp, gfmp, False), base)
+
+    b, length, h, p, n, g = inp.b, inp.l, inp.h, inp.p, inp.n, inp.g
+    counts = {"x": n, "dt": p * n, "A": b * length * p * n, "B": (h // g) * p, "C": (h // g) * p,
+              "D": b * length * (p if has["D"] and inp.D.ndim == 1 else 1), "z": 1,
+              "dt_bias": b * length * p * n, "initial_states": 1}
+    depth0 = 2 * (3 * length + 2 * n + 8)
+    return {k: reference(part, {"abs_out": mag, "exp_cond": ec, "depth": float(depth0 + counts[k])}, False)
+            for k, part, mag, ec in zip(names, parts, base, cond)}
