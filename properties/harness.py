@@ -32,7 +32,9 @@ def format_value(value) -> str:
     if hasattr(value, "detach"):  # torch tensor
         arr = value.detach().cpu().double().numpy() if value.dtype.is_floating_point else \
             value.detach().cpu().numpy()
-        return f"torch.tensor({format_value(arr)}, dtype=torch.{str(value.dtype).split('.')[-1]})"
+        device = "" if value.device.type == "cpu" else f", device={str(value.device)!r}"
+        return (f"torch.tensor({format_value(arr)}, "
+                f"dtype=torch.{str(value.dtype).split('.')[-1]}{device})")
     if isinstance(value, np.ndarray):
         body = np.array2string(value, separator=", ", floatmode="unique",
                                threshold=sys.maxsize, max_line_width=100)
@@ -283,6 +285,12 @@ class SubjectUnderTest:
                 f"error exceeds the tolerance: {name}{list(index)} = {got!r}, oracle {want!r}, "
                 f"|error| = {abs(got - want):.3e} > tolerance {tol_at:.3e} "
                 f"(error/tolerance = {ratio:.3g})\n{self._repro(case)}")
+
+    def record(self, case, ratio: float, abs_err: float = 0.0, rel_err: float = 0.0):
+        """Record one example's figures for a property judged without ``judge`` (e.g. a
+        comparison of two calls): ``ratio`` = largest |difference| / its tolerance."""
+        RECORDER.observe(self, CURRENT_PROPERTY["name"], case, ratio=ratio, abs_err=abs_err,
+                         rel_err=rel_err, describe=self.describe)
 
     def _repro(self, case) -> str:
         return (f"role {self.role.name}, subject {self.subject.name}, dtype {self.dtype}, "

@@ -46,7 +46,8 @@ ROLES: dict[str, Role] = {
         Role("ssd", "torch",
              ("D", "z", "dt_bias", "dt_softplus", "initial_states", "final_states", "grouped_BC")),
         Role("causal_conv1d", "torch", ("bias", "silu")),
-        Role("attention", "torch", ("causal", "scale")),
+        Role("attention", "torch", ("causal", "scale"),
+             ("implementations.torch.attention:attention",)),
     ]
 }
 

@@ -1,0 +1,62 @@
+"""``attention`` (scaled dot-product attention without mask or dropout, as torch's SDPA) against
+the high-precision log-sum-exp oracle (oracle/attention.py, whose module docstring derives the
+bound): errors of the scores are amplified through the softmax by sum_j p_ij |v_j - o_i| times
+the score magnitudes (depth e + 6), the rest by the P.V sum's magnitude sum_j p_ij |v_j| (depth
+6 n_i + 8). In half dtypes P may be rounded to the activation dtype before P.V, as FlashAttention
+and torch's CPU flash kernel do: that one rounding is admitted (it is how production kernels
+work), one u_half sum_j p_ij |v_j| more."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+
+from oracle import attention as oracle_attention
+from properties.harness import Output, oracle
+from properties.strategies.attention import attention_cases
+from properties.subjects import SubjectFailure
+from properties.tolerance import tolerance
+
+
+@pytest.mark.ssm_role("attention", property="matches_oracle")
+@given(case=attention_cases())
+def test_attention_matches_oracle(sut, case):
+    (o,) = sut.outputs(sut.call(case), [Output("out", case.q.shape)])
+    x = sut.exact(case)
+    ref = oracle(oracle_attention.attention, x["q"], x["k"], x["v"], case.is_causal, case.scale)
+    half = sut.dtype in ("bfloat16", "float16")
+    terms = oracle_attention.tolerance_terms(ref, p_dtype=sut.dtype if half else None)
+    sut.judge(case, [("out", o, ref, terms)])
+
+
+@pytest.mark.ssm_role("attention", property="causal")
+@given(case=attention_cases())
+def test_attention_causal(sut, case):
+    """With is_causal, changing the last key and value changes no output row i < s - 1 (the
+    top-left mask hides key s-1 from them): the exact values of those rows are the same for both
+    inputs, so two accurate evaluations differ by at most twice the tolerance. (Not bitwise: an
+    accurate kernel may take the row maximum over masked scores too, which changes rounding.)"""
+    assume(case.is_causal and case.k.shape[-2] >= 2)
+    j = case.k.shape[-2] - 1
+    changed = dataclasses.replace(case, k=case.k.copy(), v=case.v.copy())
+    changed.k[..., j, :] += 1.0
+    changed.v[..., j, :] -= 1.0
+    spec = [Output("out", case.q.shape)]
+    (first,) = sut.outputs(sut.call(case), spec)
+    (second,) = sut.outputs(sut.call(changed), spec)
+    rows = min(j, case.q.shape[-2])
+    x = sut.exact(case)
+    ref = oracle(oracle_attention.attention, x["q"], x["k"], x["v"], True, case.scale)
+    half = sut.dtype in ("bfloat16", "float16")
+    tol = tolerance(ref, oracle_attention.tolerance_terms(ref, p_dtype=sut.dtype if half else None),
+                    sut.dtype)
+    diff = np.abs(first - second)[..., :rows, :]
+    excess = diff / (2 * tol[..., :rows, :])
+    sut.record(case, float(excess.max(initial=0.0)), float(diff.max(initial=0.0)))
+    if excess.size and excess.max() > 1:
+        row = int(np.unravel_index(np.argmax(excess), excess.shape)[-2])
+        sut._fail(SubjectFailure("acausal", f"changing key/value {j} moved output row {row} < "
+                                 f"{j} by {excess.max():.3g} times twice its tolerance: the "
+                                 f"causal mask leaks the future"))
