@@ -102,24 +102,6 @@ def zoh_van_loan_B_not_scaled_by_dt(A, B, dt):
     return E[:n, :n], E[:n, n:].reshape(B.shape)
 
 
-def zoh_torch_van_loan_unscaled(A, B, dt):
-    """torch.linalg.matrix_exp of the unscaled block dt [[A, B], [0, 0]] in float64. Correct in
-    exact arithmetic, but matrix_exp picks its squarings from the block's 1-norm, so a large
-    ||B dt|| (>> ||A dt||) over-scales A: each extra squaring doubles the rounding of the scaled
-    exponential, and Ad loses ~8 digits at ||B|| = 1e12. (scipy's expm picks s from
-    ||X^k||^(1/k), which tends to ||A dt|| for the block, and does not lose them.)"""
-    import torch
-
-    A, B = _f64(A, B)
-    n = A.shape[0]
-    B2 = B.reshape(n, -1)
-    M = torch.zeros((n + B2.shape[1],) * 2, dtype=torch.float64)
-    M[:n, :n] = torch.from_numpy(dt * A)
-    M[:n, n:] = torch.from_numpy(dt * B2)
-    E = torch.linalg.matrix_exp(M).numpy()
-    return E[:n, :n], E[:n, n:].reshape(B.shape)
-
-
 # --- discretize_bilinear ---------------------------------------------------------------------------
 
 def bilinear_B_sign_flipped(A, B, dt):
