@@ -25,8 +25,6 @@ CONV = "causal_conv=tests.subjects.lti_correct:causal_conv_np_convolve"
     ([CONV.join(["--ssm-subject=", ""]), "--ssm-dtype", "float8"], "unknown dtype"),
     (["--ssm-device", "tpu"], "unknown device"),
     (["--ssm-subject", CONV, "--ssm-without", "singular_A"], "unknown feature"),
-    (["--ssm-subject", "selective_scan=tests.subjects.lti_correct:causal_conv_np_convolve"],
-     "no properties"),
 ])
 def test_usage_error_is_one_line_and_exit_4(args, needle):
     run = run_suite(*args)

@@ -175,8 +175,10 @@ def dplr_kernel(Lambda, P, Q, B, C, dt, L):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         diff = g[:, None] - Lambda[None, :]
         R = 1.0 / diff  # (L, N) Cauchy matrix
-        # relative error of R_i from rounding g and lambda_i: u (|g| + |lambda_i|)/|g - lambda_i|
-        amplification = ((np.abs(g)[:, None] + np.abs(Lambda)[None, :]) / np.abs(diff)).max(axis=1)
+        # relative error of R_i from rounding g and lambda_i: u (|g| + |lambda_i|)/|g - lambda_i|;
+        # + 2/dt, the scale of g: an eigenvalue that is 0 up to rounding (HiPPO-LagT/LegT, odd N)
+        # met at z = 1 (g = 0) has |R| ~ 1e16 that Woodbury would cancel
+        amplification = ((np.abs(g)[:, None] + np.abs(Lambda)[None, :] + 2 / dt) / np.abs(diff)).max(axis=1)
         Qc = Q.conj()
         k00 = R @ (Ct * B)  # Ct R B
         k01 = R @ (Ct[:, None] * P.T)  # (L, r): Ct R P^T

@@ -193,7 +193,7 @@ def dplr_kernel(Lambda, P, Q, B, C, dt, L, dtype=torch.float64):
     g = (2j / dt) * t  # (2/dt)(1-z)/(1+z)
     diff = g[:, None] - Lambda[None, :]
     R = 1.0 / diff  # (L, N)
-    amplification = ((g.abs()[:, None] + Lambda.abs()[None, :]) / diff.abs()).amax(dim=1)
+    amplification = ((g.abs()[:, None] + Lambda.abs()[None, :] + 2 / dt) / diff.abs()).amax(dim=1)
 
     Qc = Q.conj()
     k00 = R @ (Ct * B)
