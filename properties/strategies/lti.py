@@ -5,7 +5,7 @@ zero or repeated row), nilpotent (strictly upper triangular), defective (a Jorda
 integer unimodular similarity, so exactly defective in float64), oscillatory (skew-symmetric plus
 a negative shift, eigenvalues with large imaginary parts), stiff (eigenvalues spread over four
 decades, ||A dt|| up to 2000), zero. Sizes n = 1..16, B with 1..4 columns or 1-D and scaled
-by 2^0, 2^+-12 or 2^+-40, dt from 1e-6 to 1e2, and ||A dt|| from 1e-8 to 30 (stiff: to 2000).
+by 2^0, 2^+-12, 2^+-40 or 0, dt from 1e-6 to 1e2, and ||A dt|| from 1e-8 to 30 (stiff: to 2000).
 """
 from __future__ import annotations
 
@@ -99,8 +99,9 @@ def lti_cases(draw, max_n: int = 16, singular_feature: str | None = None):
         B = rng.standard_normal(n)
     else:
         B = rng.standard_normal((n, draw(st.integers(1, 4))))
-    # B over many binades: Van Loan's block grows with ||B||, and Ad must not care
-    B = B * 2.0 ** draw(st.sampled_from([0, 0, -40, -12, 12, 40]))
+    # B over many binades: Van Loan's block grows with ||B||, and Ad must not care; and B = 0
+    # (a Van Loan block as small as A dt itself)
+    B = B * draw(st.sampled_from([1.0, 1.0, 2.0**-40, 2.0**-12, 2.0**12, 2.0**40, 0.0]))
     features = set()
     if singular_feature and np.linalg.matrix_rank(A) < n:  # numerically singular
         # integer and diagonal draws are often singular by chance; a Jordan block at 0 always is

@@ -98,22 +98,6 @@ def zoh_torch_phi1_block(A, B, dt):
     return E[:n, :n].numpy(), (E[:n, n:] @ (dt * B_t)).numpy()
 
 
-
-def zoh_torch_van_loan_unscaled(A, B, dt):
-    """torch.linalg.matrix_exp of the unscaled block dt [[A, B], [0, 0]] in float64: backward
-    stable for the block, so accurate under the contract's ZOH bound, although a large ||B||
-    makes matrix_exp square more often and Ad lose digits relative to A's own conditioning."""
-    import torch
-
-    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
-    n = A.shape[0]
-    B2 = B.reshape(n, -1)
-    M = torch.zeros((n + B2.shape[1],) * 2, dtype=torch.float64)
-    M[:n, :n] = torch.from_numpy(dt * A)
-    M[:n, n:] = torch.from_numpy(dt * B2)
-    E = torch.linalg.matrix_exp(M).numpy()
-    return E[:n, :n], E[:n, n:].reshape(B.shape)
-
 # --- discretize_bilinear ---------------------------------------------------------------------------
 
 def bilinear_scipy_cont2discrete(A, B, dt):
