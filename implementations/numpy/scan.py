@@ -32,25 +32,42 @@ def _as_scan_inputs(a, b):
     if shape[-1] < 1:
         raise ValueError(f"linear_scan: the last axis (l) must have length >= 1, got shape {shape}")
     dtype = np.complex128 if (a.dtype.kind == "c" or b.dtype.kind == "c") else np.float64
-    return np.broadcast_to(a, shape).astype(dtype), np.broadcast_to(b, shape).astype(dtype)
+    return np.broadcast_to(a.astype(dtype, copy=False), shape), np.broadcast_to(b.astype(dtype, copy=False), shape)
+
+
+# Elements of one time-major block (T, M): small enough to stay in cache.
+BLOCK_ELEMENTS = 1 << 17
 
 
 def linear_scan(a, b, h0=None):
-    """h (..., l) with h_t = a_t h_{t-1} + b_t, h_{-1} = h0 (zero by default), sequentially."""
+    """h (..., l) with h_t = a_t h_{t-1} + b_t, h_{-1} = h0 (zero by default), sequentially.
+
+    Blocks of T time steps are transposed to time-major (T, M) tiles, so each step reads and
+    writes one contiguous row, and the state is carried from tile to tile."""
     a, b = _as_scan_inputs(a, b)
-    # Time-major copies: every step then reads and writes one contiguous slab.
-    at = np.ascontiguousarray(np.moveaxis(a, -1, 0))
-    h = np.ascontiguousarray(np.moveaxis(b, -1, 0))  # overwritten in place with the states
+    if h0 is not None and np.iscomplexobj(h0) and not np.iscomplexobj(b):
+        a, b = a.astype(np.complex128), b.astype(np.complex128)
+    shape = b.shape
+    l = shape[-1]
+    a2, b2 = a.reshape(-1, l), b.reshape(-1, l)                  # (M, l); copies only if broadcast
+    M = b2.shape[0]
+    h = np.zeros(M, dtype=b.dtype)
     if h0 is not None:
         h0 = np.asarray(h0)
-        if h0.shape != h.shape[1:]:
-            raise ValueError(f"linear_scan: h0 must have shape {h.shape[1:]} (the leading axes), got {h0.shape}")
-        h[0] += at[0] * h0
-    tmp = np.empty_like(h[0])
-    for t in range(1, h.shape[0]):
-        np.multiply(at[t], h[t - 1], out=tmp)
-        h[t] += tmp
-    return np.moveaxis(h, 0, -1)
+        if h0.shape != shape[:-1]:
+            raise ValueError(f"linear_scan: h0 must have shape {shape[:-1]} (the leading axes), got {h0.shape}")
+        h = h + h0.reshape(-1)
+    out = np.empty((M, l), dtype=b.dtype)
+    T = max(1, min(l, BLOCK_ELEMENTS // max(1, M)))
+    for t0 in range(0, l, T):
+        at = np.ascontiguousarray(a2[:, t0:t0 + T].T)                # (T, M)
+        ht = np.array(b2[:, t0:t0 + T].T, order="C")                # a fresh tile: the states
+        ht[0] += at[0] * h
+        for t in range(1, ht.shape[0]):
+            ht[t] += at[t] * ht[t - 1]
+        out[:, t0:t0 + T] = ht.T
+        h = ht[-1]
+    return out.reshape(shape)
 
 
 def linear_scan_parallel(a, b):
@@ -60,7 +77,7 @@ def linear_scan_parallel(a, b):
     (fewer at the start). O(l log l) work, ceil(log2 l) dependent steps.
     """
     A, B = _as_scan_inputs(a, b)
-    A = A.copy()
+    A = A.copy()                                   # own, writable copies (the inputs are views)
     B = B.copy()
     l = B.shape[-1]
     k = 1
