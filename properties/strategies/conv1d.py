@@ -1,0 +1,117 @@
+"""Inputs of ``causal_conv1d`` (causal-conv1d's ``causal_conv1d_fn``): x (b,d,l), weight (d,w),
+bias (d,) or None, activation None or "silu".
+
+Sizes: widths w = 2, 3, 4 (the widths causal_conv1d_fn accepts: its CUDA extension checks
+2 <= w <= 4); any length l >= 1 (1, below and above w, powers of two and their neighbours, up to
+1100 > 1024); d channels 1..64. The oracle (oracle/causal_conv1d.py) sums exactly in Python
+integers and, with SiLU, evaluates one multiple-precision SiLU per element (~25 us each), so the
+strategy keeps b*d*l <= ``max_cost`` by shrinking d, then b (never l): long sequences come with
+few channels.
+
+Values: x normal, integer-valued (exact sums: cancellation to exactly 0 happens) or positive,
+scaled by powers of two; weight normal scaled by powers of two (a kernel like Mamba's
+conv1d init) or with one dominant tap; bias normal.
+
+``fp32``: weight and bias stay float32 under --ssm-dtype bfloat16/float16, as in causal-conv1d's
+tests and Mamba's modules (x in the activation dtype, conv1d weight and bias float32; the CUDA
+kernel converts each to float and accumulates in float). x is the activation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from hypothesis import strategies as st
+
+from properties.options import enabled
+from properties.strategies.common import SPECIAL_LENGTHS, seeds
+
+WIDTHS = (2, 3, 4)
+MAX_LENGTH = 1100
+X_KINDS = ("normal", "integer", "positive")
+
+
+@dataclass
+class Conv1dCase:
+    x: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    activation: str | None = None
+    features: frozenset = field(default_factory=frozenset)
+    cotangent: np.ndarray | None = None
+    split: int = 0      # a time step in 1..l-1 (0 when l = 1): causality
+    x_kind: str = "normal"
+    x_scale: float = 1.0
+    seed: int = 0       # of the redrawn future (causality)
+    layout: str = "contiguous"
+    fp32: tuple = ("weight", "bias")
+
+    def args(self):
+        return {"x": self.x, "weight": self.weight, "bias": self.bias,
+                "activation": self.activation}
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[-1]
+
+    def __repr__(self):
+        b, d, l = self.x.shape
+        return (f"Conv1dCase(b={b}, d={d}, l={l}, w={self.weight.shape[1]}, "
+                f"bias={self.bias is not None}, activation={self.activation!r}, "
+                f"x_kind={self.x_kind!r}, layout={self.layout!r})")
+
+    def batch_element(self, i: int):
+        out = replace(self, x=self.x[i:i + 1].copy(),
+                      cotangent=None if self.cotangent is None else self.cotangent[i:i + 1].copy())
+        return out
+
+
+def _x(kind: str, shape, rng) -> np.ndarray:
+    if kind == "integer":
+        return rng.integers(-8, 9, size=shape).astype(np.float64)
+    if kind == "positive":
+        return rng.uniform(0.0, 1.0, size=shape)
+    return rng.standard_normal(shape)
+
+
+def redraw_future(case: Conv1dCase) -> Conv1dCase:
+    """``case`` with x at t >= case.split drawn afresh (same distribution)."""
+    rng = np.random.default_rng(case.seed)
+    x = case.x.copy()
+    b, d, l = x.shape
+    x[..., case.split:] = _x(case.x_kind, (b, d, l - case.split), rng) * case.x_scale
+    return replace(case, x=x)
+
+
+@st.composite
+def conv1d_cases(draw, *, max_cost: int = 8192, min_length: int = 1, min_batch: int = 1):
+    """Conv1dCase; see the module doc. ``max_cost`` bounds b*d*l (oracle time)."""
+    specials = [v for v in SPECIAL_LENGTHS + (1000, 1023, 1024, 1025, MAX_LENGTH) if v >= min_length]
+    l = draw(st.one_of(st.sampled_from(specials), st.integers(min_length, MAX_LENGTH)))
+    w = draw(st.sampled_from(WIDTHS))
+    b = draw(st.integers(min_batch, max(min_batch, 2)))
+    d = draw(st.sampled_from([1, 2, 3, 8, 16, 64]))
+    while b * d * l > max_cost and d > 1:
+        d //= 2
+    while b * d * l > max_cost and b > min_batch:
+        b -= 1
+    rng = np.random.default_rng(draw(seeds()))
+    features = set()
+    kind = draw(st.sampled_from(X_KINDS))
+    x_scale = 2.0 ** draw(st.integers(-6, 6))
+    x = _x(kind, (b, d, l), rng) * x_scale
+    weight = rng.standard_normal((d, w)) * 2.0 ** draw(st.integers(-4, 2))
+    if draw(st.booleans()):          # one dominant tap per channel (a near-shift kernel)
+        weight[np.arange(d), rng.integers(0, w, d)] *= 64.0
+    bias = None
+    if enabled("bias") and draw(st.booleans()):
+        bias = rng.standard_normal(d) * 2.0 ** draw(st.integers(-4, 2))
+        features.add("bias")
+    activation = None
+    if enabled("silu") and draw(st.booleans()):
+        activation = "silu"
+        features.add("silu")
+    return Conv1dCase(x=x, weight=weight, bias=bias, activation=activation,
+                      features=frozenset(features), cotangent=rng.standard_normal((b, d, l)),
+                      split=int(rng.integers(1, l)) if l > 1 else 0, x_kind=kind,
+                      x_scale=x_scale, seed=int(rng.integers(2**32)))
