@@ -123,8 +123,9 @@ _BUNDLED_CACHE: dict[str, Subject] = {}
 def _bundled(role) -> list[Subject]:
     subjects = []
     for target in role.bundled:
-        if target.startswith("implementations.cupy") and not _cuda_visible():
-            continue  # CuPy kernels only where a GPU is visible (CONTRACT.md)
+        if target.startswith("implementations.cupy") and not (
+                _cuda_visible() and (role.backend == "numpy" or RUN.device == "cuda")):
+            continue  # CuPy kernels only where a GPU is visible (CONTRACT.md), on its tensors
         if target not in _BUNDLED_CACHE:
             _BUNDLED_CACHE[target] = Subject(role.name, target, load_target(target), bundled=True)
         subjects.append(_BUNDLED_CACHE[target])
