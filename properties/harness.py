@@ -128,7 +128,7 @@ class SubjectUnderTest:
             return out
         except SubjectFailure as failure:
             caught = failure
-        self._fail(caught)
+        self.fail(caught)
 
     def call_vjp(self, case, wrt, cotangent: np.ndarray):
         """The checked call of a vector-Jacobian product: the ``wrt`` inputs become leaf tensors
@@ -169,15 +169,16 @@ class SubjectUnderTest:
             return first, dict(zip([n for n in names if n in wrt], grads))
         except SubjectFailure as failure:
             caught = failure
-        self._fail(caught)
+        self.fail(caught)
 
-    def _fail(self, failure: SubjectFailure):
-        """Record and re-raise ``failure`` with the reproduction, from this one line and with no
-        exception context, so Hypothesis sees one origin for every failure of a kind (a replay
-        that fails the same way is not taken for a flaky test)."""
-        RECORDER.observe(self, CURRENT_PROPERTY["name"], self._case, ratio=np.inf,
-                         abs_err=np.inf, rel_err=np.inf, describe=self.describe)
-        raise SubjectFailure(failure.kind, f"{failure.message}\n{self._repro(self._case)}")
+    def fail(self, failure: SubjectFailure, case=None):
+        """Record ``failure`` (ratio inf) and raise it with the reproduction of ``case`` (default:
+        the last case called), from this one line and with no exception context, so Hypothesis
+        sees one origin for every failure of a kind (a replay that fails the same way is not
+        taken for a flaky test). Properties that judge without ``judge`` fail through this."""
+        case = self._case if case is None else case
+        self.record(case, np.inf, np.inf, np.inf)
+        raise SubjectFailure(failure.kind, f"{failure.message}\n{self._repro(case)}")
 
     # -- output checks ---------------------------------------------------------------------------
     def outputs(self, raw, spec: list[Output]) -> list[np.ndarray]:
@@ -186,7 +187,7 @@ class SubjectUnderTest:
             return self._outputs(raw, spec)
         except SubjectFailure as failure:
             caught = failure
-        self._fail(caught)
+        self.fail(caught)
 
     def _outputs(self, raw, spec: list[Output]) -> list[np.ndarray]:
         if len(spec) > 1:
@@ -257,12 +258,9 @@ class SubjectUnderTest:
             bad = finite_ref & ~np.isfinite(out)
             if bad.any():
                 index = tuple(int(i) for i in np.argwhere(bad)[0])
-                RECORDER.observe(self, CURRENT_PROPERTY["name"], case, ratio=np.inf,
-                                 abs_err=np.inf, rel_err=np.inf, describe=self.describe)
-                raise SubjectFailure(
-                    "non_finite",
-                    f"returned {out[index]} in {name}{list(index)} where the oracle is finite "
-                    f"({expected[index]!r})\n{self._repro(case)}")
+                self.fail(SubjectFailure(
+                    "non_finite", f"returned {out[index]} in {name}{list(index)} where the "
+                    f"oracle is finite ({expected[index]!r})"), case)
             tol = terms(dtype) if callable(terms) else tolerance(ref, terms, dtype)
             err = np.abs(out - expected)
             err = np.where(finite_ref, err, np.where(out == expected, 0.0, np.inf))
@@ -280,8 +278,7 @@ class SubjectUnderTest:
         if worst is None:
             return
         ratio, name, index, got, want, tol_at, abs_err, rel_err = worst
-        RECORDER.observe(self, CURRENT_PROPERTY["name"], case, ratio=ratio, abs_err=abs_err,
-                         rel_err=rel_err, describe=self.describe)
+        self.record(case, ratio, abs_err, rel_err)
         if not ratio <= 1.0:
             raise SubjectFailure(
                 "inaccurate",

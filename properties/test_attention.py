@@ -60,6 +60,6 @@ def test_attention_causal(sut, case):
     sut.record(case, float(excess.max(initial=0.0)), float(diff.max(initial=0.0)))
     if excess.size and excess.max() > 1:
         row = int(np.unravel_index(np.argmax(excess), excess.shape)[-2])
-        sut._fail(SubjectFailure("acausal", f"changing key/value {j} moved output row {row} < "
+        sut.fail(SubjectFailure("acausal", f"changing key/value {j} moved output row {row} < "
                                  f"{j} by {excess.max():.3g} times twice its tolerance: the "
                                  f"causal mask leaks the future"))

@@ -74,7 +74,7 @@ def _b_shape(sut, raw, N: int) -> tuple:
         return (N,)
     if shape in ((N,), (N, 1)):
         return shape
-    sut._fail(SubjectFailure("wrong_shape", f"returned B of shape {shape}, expected ({N},) or "
+    sut.fail(SubjectFailure("wrong_shape", f"returned B of shape {shape}, expected ({N},) or "
                                             f"({N}, 1)"))
 
 
