@@ -196,20 +196,39 @@ def depth_pv(mask):
     return (6.0 * mask.sum(axis=1) + 8.0)[:, None]
 
 
-# unit roundoffs, to express a rounding of P in units of the float32 compute dtype's u
-_U = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+# unit roundoffs and smallest normal numbers, to express roundings in units of the compute
+# dtype's u (properties.tolerance multiplies every depth by SAFETY u)
+U = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+TINY = {"float64": 2.0**-1022, "float32": 2.0**-126, "bfloat16": 2.0**-126, "float16": 2.0**-14}
+
+
+def underflow_weight(dtype, compute_dtype):
+    """The absolute error of one value that underflows ``dtype``, in units of u_compute.
+    float32, bfloat16 and float64: up to tiny itself, because production kernels flush
+    subnormals to zero there (CUDA's fast-math FTZ, vectorized exp on CPUs, torch's CPU flash
+    kernel in bf16 -- measured); a flushed 1e-38 is invisible.  float16: u tiny (gradual
+    underflow), because float16's tiny, 6.1e-5, is an ordinary softmax weight and conversions
+    to float16 keep its subnormals: a kernel that flushes them loses accuracy the suite rejects."""
+    err = U[dtype] * TINY[dtype] if dtype == "float16" else TINY[dtype]
+    return err / U[compute_dtype]
 
 
 def tolerance_terms(ref, p_dtype=None, compute_dtype="float32"):
     """(depth, magnitude) pairs for ``properties.tolerance.tolerance`` (module doc).
 
+    Underflow: weights of saturated rows (p_ij < tiny) and the products p_ij v_j may underflow,
+    each erring by ``underflow_weight``: "underflow" = sum_j |v_j| over the visible keys, + n_i.
+
     p_dtype -- the dtype P is rounded to before the P.V product when that is narrower than the
     compute dtype (FlashAttention, and torch's CPU flash kernel for bf16/fp16 inputs, round P to
-    the input dtype): adds u_p sum_j p_ij |v_j|, written as depth u_p / u_compute on "abs_pv"."""
+    the input dtype): adds u_p sum_j p_ij |v_j|, written as depth u_p / u_compute on "abs_pv",
+    and the underflow of that rounding."""
     m = ref.magnitudes
-    terms = [(m["depth_score"], m["score_spread"]), (m["depth_pv"], m["abs_pv"])]
+    terms = [(m["depth_score"], m["score_spread"]), (m["depth_pv"], m["abs_pv"]),
+             (underflow_weight(compute_dtype, compute_dtype), m["underflow"])]
     if p_dtype is not None:
-        terms.append((_U[p_dtype] / _U[compute_dtype], m["abs_pv"]))
+        terms += [(U[p_dtype] / U[compute_dtype], m["abs_pv"]),
+                  (underflow_weight(p_dtype, compute_dtype), m["underflow"])]
     return terms
 
 
@@ -232,6 +251,7 @@ def attention(q, k, v, is_causal=False, scale=None) -> Reference:
     mags = magnitudes(q, k, v, mask, scale_f)
     mags["depth_pv"] = depth_pv(mask)
     mags["keys"] = mask.sum(axis=1)
+    mags["underflow"] = np.matmul(mask.astype(float), np.abs(v)) + mags["keys"][:, None]
     if s == 0 or l == 0 or v.shape[-1] == 0:
         return Reference(np.zeros(q.shape[:-1] + (v.shape[-1],)), 0.0, mags)
     D, x = exact_dots(q, k)
