@@ -20,6 +20,7 @@ report.json schema ("ssm-conformance-report/1"):
       "examples": int (calls judged, shrinking included),
       "features_exercised": [...], "features_left_out": [...] (by --ssm-without),
       "features_not_drawn": [...] (in the input space but never drawn: a gap in the strategy),
+      "feature_examples": {feature: int} (judged examples that exercised each feature),
       "max_ratio": float (largest error/tolerance; conformance means <= 1),
       "max_abs_error": float, "max_rel_error": float,
       "worst_example": {"size": int, "ratio": float, "reproduction": str} | null,
@@ -28,6 +29,8 @@ report.json schema ("ssm-conformance-report/1"):
 }
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import datetime
 import json
@@ -51,7 +54,7 @@ class Entry:
     failure_kind: str | None = None
     message: str = ""
     examples: int = 0
-    features: set = field(default_factory=set)
+    features: Counter = field(default_factory=Counter)   # feature -> examples exercising it
     max_ratio: float = 0.0
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
@@ -66,10 +69,11 @@ class Entry:
             "dtype": self.dtype, "device": self.device, "verdict": self.verdict,
             "failure_kind": self.failure_kind, "message": self.message,
             "examples": self.examples,
-            "features_exercised": sorted(self.features & set(self.role_features)),
+            "features_exercised": sorted(set(self.features) & set(self.role_features)),
             "features_left_out": left_out,
-            "features_not_drawn": sorted(set(self.role_features) - self.features
+            "features_not_drawn": sorted(set(self.role_features) - set(self.features)
                                          - set(left_out)),
+            "feature_examples": {f: self.features[f] for f in self.role_features},
             "max_ratio": _finite_or_str(self.max_ratio),
             "max_abs_error": _finite_or_str(self.max_abs_error),
             "max_rel_error": _finite_or_str(self.max_rel_error),
@@ -94,7 +98,7 @@ class Recorder:
     def observe(self, sut, prop, case, *, ratio, abs_err, rel_err, describe):
         entry = self.entry(sut, prop)
         entry.examples += 1
-        entry.features |= set(getattr(case, "features", ()))
+        entry.features.update(set(getattr(case, "features", ())))
         size = int(getattr(case, "size", 0))
         entry.points.append((size, float(ratio)))
         if entry.worst is None or not ratio <= entry.max_ratio:
@@ -154,17 +158,18 @@ def markdown(doc: dict) -> str:
         "A property holds when every element's |error| against the high-precision oracle is "
         "within its derived tolerance: *max err/tol* <= 1.", "",
         "| role | subject | property | dtype | verdict | max err/tol | max abs err | examples "
-        "| features exercised | left out | not drawn |",
+        "| features exercised (examples) | left out | not drawn |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
         verdict_cell = "pass" if r["verdict"] == "pass" else (
             f"**{r['verdict'].upper()}**" + (f" ({r['failure_kind']})" if r["failure_kind"] else ""))
+        exercised = ", ".join(f"{f} ({r['feature_examples'][f]})" for f in r["features_exercised"])
         lines.append(
             f"| {r['role']} | `{r['subject']}` | {r['property']} | {r['dtype']} | "
             f"{verdict_cell} | {_fmt_ratio(r['max_ratio'])} | "
             f"{_fmt_ratio(r['max_abs_error'])} | {r['examples']} | "
-            f"{', '.join(r['features_exercised']) or '-'} | "
+            f"{exercised or '-'} | "
             f"{', '.join(r['features_left_out']) or '-'} | "
             f"{', '.join(r['features_not_drawn']) or '-'} |")
     failures = [r for r in doc["results"] if r["verdict"] == "fail"]

@@ -107,6 +107,7 @@ def test_without_feature_is_reported_left_out(tmp_path):
     assert run.status == 0, run.output
     (row,) = run.report["results"]
     assert row["features_left_out"] == ["singular_A"] and row["features_exercised"] == []
+    assert row["feature_examples"] == {"singular_A": 0}
     assert "singular_A" in (tmp_path / "report.md").read_text()
 
 
@@ -115,6 +116,7 @@ def test_singular_feature_is_exercised_by_default(tmp_path):
                     report_dir=tmp_path, profile="dev")
     (row,) = run.report["results"]
     assert row["features_exercised"] == ["singular_A"] and row["features_not_drawn"] == []
+    assert 0 < row["feature_examples"]["singular_A"] <= row["examples"]
 
 
 def test_report_json_is_plain_json(tmp_path):
