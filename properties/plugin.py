@@ -230,7 +230,7 @@ def pytest_runtest_makereport(item, call):
         exc = call.excinfo.value if call.excinfo else None
         failure = _subject_failure(exc)
         notes = [n for n in getattr(failure or exc, "__notes__", [])
-                 if "Falsifying example" not in n]  # our reproduction is the readable one
+                 if "Falsifying" not in n]  # our reproduction is the readable one
         if failure is not None:
             entry.failure_kind = failure.kind
             header = (f"{sut.role.name} / {sut.subject.name} / {entry.property} / {sut.dtype}: "
