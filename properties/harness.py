@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import assume
 
+from oracle.reference import Reference
 from properties.options import RUN
 from properties.report import RECORDER
 from properties.roles import Role
@@ -97,15 +98,13 @@ class SubjectUnderTest:
     def exact(self, case) -> dict:
         """The inputs the subject receives, as float64/complex128 arrays: what the oracle must be
         evaluated on (rounding the inputs to the dtype under test is not the subject's error)."""
-        out = {}
-        for name, value in self.inputs(case).items():
-            if hasattr(value, "detach"):
-                import torch
-                value = value.detach().cpu()
-                value = (value.to(torch.complex128) if value.is_complex()
-                         else value.double()).numpy()
-            out[name] = value
-        return out
+        return {name: _float64(value) if hasattr(value, "detach") else value
+                for name, value in self.inputs(case).items()}
+
+    def rounded(self, array: np.ndarray) -> np.ndarray:
+        """``array`` rounded to the dtype under test (complex: complex64, complex128 in float64),
+        as float64/complex128: e.g. a cotangent as the subject's backward receives it."""
+        return _float64(self._tensor(np.asarray(array), fp32=False))
 
     # -- calling ---------------------------------------------------------------------------------
     def describe(self, case) -> str:
@@ -247,14 +246,16 @@ class SubjectUnderTest:
         array`` for a bound that combines several (min/max over algorithms: tolerance.py, S4
         family). Fails on the first output whose largest error/tolerance ratio exceeds 1, after
         recording every output."""
+        # an exact result beyond an output dtype's range is no test of the subject (checked for
+        # every output before any finiteness check: such a result rounds to inf in a correct
+        # kernel too, and NaN may follow from it in the other outputs)
+        for _, _, ref, _, *out_dtype in checks:
+            assume_representable(ref.value, out_dtype[0] if out_dtype else self.dtype)
         worst = None
         for name, out, ref, terms, *out_dtype in checks:
             expected = ref.value
             finite_ref = np.isfinite(expected)
             dtype = out_dtype[0] if out_dtype else self.dtype
-            # an exact result beyond the output dtype's range is no test of the subject (checked
-            # before finiteness: such a result rounds to inf in a correct kernel too)
-            assume(bool(np.all(np.abs(expected[finite_ref]) <= FINITE_MAX[dtype])))
             bad = finite_ref & ~np.isfinite(out)
             if bad.any():
                 index = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -286,6 +287,23 @@ class SubjectUnderTest:
                 f"|error| = {abs(got - want):.3e} > tolerance {tol_at:.3e} "
                 f"(error/tolerance = {ratio:.3g})\n{self._repro(case)}")
 
+    def judge_finite(self, case, name, out, expected, dtype=None):
+        """Fail as non_finite where ``out`` is NaN/Inf and the exact ``expected`` is finite (an
+        example whose exact result overflows ``dtype`` is discarded first); nothing else."""
+        assume_representable(expected, dtype or self.dtype)
+        if np.any(np.isfinite(expected) & ~np.isfinite(out)):
+            check = (name, out, Reference(expected, 0.0, {}), lambda d: np.inf)
+            self.judge(case, [check + ((dtype,) if dtype else ())])
+
+    def judge_pair(self, case, name, out_a, out_b, expected, pair_tol, dtype=None):
+        """Two results of the subject that are, exactly, the same number ``expected``: a NaN/Inf
+        in either where ``expected`` is finite fails as non_finite, then
+        |out_a - out_b| <= pair_tol(dtype) (tolerance.pair_tol: the sum of their tolerances)."""
+        for label, out in (("first call", out_a), ("second call", out_b)):
+            self.judge_finite(case, f"{name} ({label})", out, expected, dtype)
+        check = (name, out_a, Reference(out_b, 0.0, {}), pair_tol)
+        self.judge(case, [check + ((dtype,) if dtype else ())])
+
     def record(self, case, ratio: float, abs_err: float = 0.0, rel_err: float = 0.0):
         """Record one example's figures for a property judged without ``judge`` (e.g. a
         comparison of two calls): ``ratio`` = largest |difference| / its tolerance."""
@@ -295,6 +313,19 @@ class SubjectUnderTest:
     def _repro(self, case) -> str:
         return (f"role {self.role.name}, subject {self.subject.name}, dtype {self.dtype}, "
                 f"device {self.device}\nreproduction:\n{self.describe(case)}")
+
+
+def _float64(tensor) -> np.ndarray:
+    """A tensor as a float64 (complex128 if complex) NumPy array on the CPU, exactly."""
+    import torch
+    tensor = tensor.detach().cpu()
+    return (tensor.to(torch.complex128) if tensor.is_complex() else tensor.double()).numpy()
+
+
+def assume_representable(expected, dtype: str):
+    """Discard an example whose exact result overflows ``dtype``: inf is then the right answer."""
+    expected = np.asarray(expected)
+    assume(bool(np.all(np.abs(expected[np.isfinite(expected)]) <= FINITE_MAX[dtype])))
 
 
 _ORACLE_CACHE: dict = {}

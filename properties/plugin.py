@@ -3,7 +3,6 @@ property runs against, Hypothesis profiles, clean failure messages, and the repo
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
