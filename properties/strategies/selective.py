@@ -351,31 +351,14 @@ def state_update_cases(draw):
 
 
 @dataclass
-class DecodeCase:
+class DecodeCase(StateUpdateCase):
     """l decode steps from a zero state: step t calls the state update on x[..., t], dt[..., t],
     B[..., t], C[..., t], z[..., t] (arrays here hold the whole sequence: x, dt, z (b, d, l);
     B, C (b, n, l)), with the state the previous step left. The state is float32 (``fp32``):
     a decode cache kept in a half dtype rounds the state every step, an error the scan's bound
     does not contain."""
 
-    state: np.ndarray
-    x: np.ndarray
-    dt: np.ndarray
-    A: np.ndarray
-    B: np.ndarray
-    C: np.ndarray
-    D: np.ndarray | None = None
-    z: np.ndarray | None = None
-    dt_bias: np.ndarray | None = None
-    dt_softplus: bool = False
-    features: frozenset = field(default_factory=frozenset)
     fp32: tuple = ("state", "A", "D", "dt_bias")
-    info: dict = field(default_factory=dict)
-
-    def args(self):
-        return {"state": self.state, "x": self.x, "dt": self.dt, "A": self.A, "B": self.B,
-                "C": self.C, "D": self.D, "z": self.z, "dt_bias": self.dt_bias,
-                "dt_softplus": self.dt_softplus}
 
     @property
     def size(self) -> int:
