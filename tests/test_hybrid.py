@@ -22,14 +22,6 @@ from implementations.torch import hybrid as th
 from oracle import hybrid as oh
 from properties.tolerance import tolerance
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny tensors; the machine is shared
-    yield
-    torch.set_num_threads(n)
-
-
 def small(mixer="mamba1", **kw):
     base = dict(d_model=8, n_layers=4, pattern="MMAM", mixer=mixer, n_heads=2, d_state=4, d_conv=3,
                 headdim=4, chunk_size=4, mlp_hidden=12)

@@ -22,14 +22,6 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.
           "float16": torch.float16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny tensors; the machine is shared
-    yield
-    torch.set_num_threads(n)
-
-
 def _inputs(seed, b=1, h=2, l=5, s=7, e=8, scale_q=1.0):
     rng = np.random.default_rng(seed)
     return (scale_q * rng.standard_normal((b, h, l, e)), rng.standard_normal((b, h, s, e)),
