@@ -60,6 +60,7 @@ import math
 import gmpy2
 import numpy as np
 
+from oracle.formats import TINY, UNIT_ROUNDOFF
 from oracle.reference import Reference
 from oracle.selective_scan import as_array, verified_many
 
@@ -130,7 +131,7 @@ _mp_exp = np.frompyfunc(gmpy2.exp, 1, 1)
 def lse_attention_mp(S, v, mask):
     """softmax(S) v over the visible keys, log-sum-exp form.  S (..., l, s) and v (..., s, ev)
     object arrays of MPFR numbers, mask (l, s) bool.  Rows with no visible key give 0."""
-    lead, (l, s), ev = S.shape[:-2], mask.shape, v.shape[-1]
+    lead, l, ev = S.shape[:-2], mask.shape[0], v.shape[-1]
     out = np.empty(lead + (l, ev), dtype=object)
     for idx in np.ndindex(lead) if lead else [()]:
         for i in range(l):
@@ -196,10 +197,9 @@ def depth_pv(mask):
     return (6.0 * mask.sum(axis=1) + 8.0)[:, None]
 
 
-# unit roundoffs and smallest normal numbers, to express roundings in units of the compute
-# dtype's u (properties.tolerance multiplies every depth by SAFETY u)
-U = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
-TINY = {"float64": 2.0**-1022, "float32": 2.0**-126, "bfloat16": 2.0**-126, "float16": 2.0**-14}
+# roundings are expressed in units of the compute dtype's u (properties.tolerance multiplies
+# every depth by SAFETY u)
+U = UNIT_ROUNDOFF
 
 
 def underflow_weight(dtype, compute_dtype):

@@ -642,7 +642,7 @@ def check_params(cfg, params, d_model):
 def _check_x(x, d_model=None):
     x = as_array(x, "x", real=True)
     if x.ndim != 3 or 0 in x.shape or (d_model is not None and x.shape[-1] != d_model):
-        raise ValueError(f"x must have shape (b, l, d_model) with every size >= 1"
+        raise ValueError("x must have shape (b, l, d_model) with every size >= 1"
                          + (f" and d_model = {d_model}" if d_model else "") + f", got {x.shape}")
     return x
 

@@ -29,21 +29,10 @@ import math
 import numpy as np
 
 from oracle.discretize import frechet_magnitude
+from oracle.formats import TINY, UNIT_ROUNDOFF
 
 SAFETY = 4.0
 
-UNIT_ROUNDOFF = {
-    "float64": 2.0**-53,
-    "float32": 2.0**-24,
-    "bfloat16": 2.0**-8,
-    "float16": 2.0**-11,
-}
-TINY = {  # smallest normal number: below it, each rounding may lose up to tiny absolutely
-    "float64": np.finfo(np.float64).tiny,
-    "float32": float(np.finfo(np.float32).tiny),
-    "bfloat16": 2.0**-126,
-    "float16": float(np.finfo(np.float16).tiny),
-}
 U64 = UNIT_ROUNDOFF["float64"]
 
 
