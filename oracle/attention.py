@@ -128,22 +128,26 @@ def exact_dots(q, k):
 _mp_exp = np.frompyfunc(gmpy2.exp, 1, 1)
 
 
-def lse_attention_mp(S, v, mask):
-    """softmax(S) v over the visible keys, log-sum-exp form.  S (..., l, s) and v (..., s, ev)
-    object arrays of MPFR numbers, mask (l, s) bool.  Rows with no visible key give 0."""
-    lead, l, ev = S.shape[:-2], mask.shape[0], v.shape[-1]
-    out = np.empty(lead + (l, ev), dtype=object)
+def softmax_mp(S, mask):
+    """softmax over the visible keys of MPFR scores S (..., l, s), max-subtracted (every exp <= 1:
+    no overflow); masked entries and rows without a key are 0 (object array)."""
+    P = np.zeros(S.shape, dtype=object)
+    P[...] = gmpy2.mpfr(0)
+    lead, l = S.shape[:-2], S.shape[-2]
     for idx in np.ndindex(lead) if lead else [()]:
         for i in range(l):
             cols = np.flatnonzero(mask[i])
-            if cols.size == 0:
-                out[idx + (i,)] = gmpy2.mpfr(0)
-                continue
-            row = S[idx + (i,)][cols]
-            m = max(row)
-            w = _mp_exp(row - m)                          # every w <= 1: no overflow, w_max = 1
-            out[idx + (i,)] = np.dot(w, v[idx][cols]) / w.sum()
-    return out
+            if cols.size:
+                row = S[idx + (i,)][cols]
+                w = _mp_exp(row - max(row))
+                P[idx + (i,)][cols] = w / w.sum()
+    return P
+
+
+def lse_attention_mp(S, v, mask):
+    """softmax(S) v over the visible keys, log-sum-exp form.  S (..., l, s) and v (..., s, ev)
+    object arrays of MPFR numbers, mask (l, s) bool.  Rows with no visible key give 0."""
+    return np.matmul(softmax_mp(S, mask), v)
 
 
 def _scores_mp(D, x, scale, e):
@@ -197,20 +201,16 @@ def depth_pv(mask):
     return (6.0 * mask.sum(axis=1) + 8.0)[:, None]
 
 
-# roundings are expressed in units of the compute dtype's u (properties.tolerance multiplies
-# every depth by SAFETY u)
-U = UNIT_ROUNDOFF
-
-
 def underflow_weight(dtype, compute_dtype):
-    """The absolute error of one value that underflows ``dtype``, in units of u_compute.
+    """The absolute error of one value that underflows ``dtype``, in units of u_compute (the unit
+    of every depth here: properties.tolerance multiplies each by SAFETY u_compute).
     float32, bfloat16 and float64: up to tiny itself, because production kernels flush
     subnormals to zero there (CUDA's fast-math FTZ, vectorized exp on CPUs, torch's CPU flash
     kernel in bf16 -- measured); a flushed 1e-38 is invisible.  float16: u tiny (gradual
     underflow), because float16's tiny, 6.1e-5, is an ordinary softmax weight and conversions
     to float16 keep its subnormals: a kernel that flushes them loses accuracy the suite rejects."""
-    err = U[dtype] * TINY[dtype] if dtype == "float16" else TINY[dtype]
-    return err / U[compute_dtype]
+    err = UNIT_ROUNDOFF[dtype] * TINY[dtype] if dtype == "float16" else TINY[dtype]
+    return err / UNIT_ROUNDOFF[compute_dtype]
 
 
 def tolerance_terms(ref, p_dtype=None, compute_dtype="float32"):
@@ -227,7 +227,7 @@ def tolerance_terms(ref, p_dtype=None, compute_dtype="float32"):
     terms = [(m["depth_score"], m["score_spread"]), (m["depth_pv"], m["abs_pv"]),
              (underflow_weight(compute_dtype, compute_dtype), m["underflow"])]
     if p_dtype is not None:
-        terms += [(U[p_dtype] / U[compute_dtype], m["abs_pv"]),
+        terms += [(UNIT_ROUNDOFF[p_dtype] / UNIT_ROUNDOFF[compute_dtype], m["abs_pv"]),
                   (underflow_weight(p_dtype, compute_dtype), m["underflow"])]
     return terms
 

@@ -52,27 +52,9 @@ import gmpy2
 import numpy as np
 
 from oracle import attention as fwd
+from oracle.formats import UNIT_ROUNDOFF
 from oracle.reference import Reference
 from oracle.selective_scan import as_array, verified_many
-
-_mp_exp = np.frompyfunc(gmpy2.exp, 1, 1)
-
-
-def softmax_mp(S, mask):
-    """softmax over the visible keys of MPFR scores S (..., l, s); masked entries and rows without
-    a key are 0 (object array)."""
-    P = np.zeros(S.shape, dtype=object)
-    P[...] = gmpy2.mpfr(0)
-    lead, l = S.shape[:-2], S.shape[-2]
-    for idx in np.ndindex(lead) if lead else [()]:
-        for i in range(l):
-            cols = np.flatnonzero(mask[i])
-            if cols.size:
-                row = S[idx + (i,)][cols]
-                w = _mp_exp(row - max(row))
-                P[idx + (i,)][cols] = w / w.sum()
-    return P
-
 
 def _t(x):
     return np.swapaxes(x, -1, -2)
@@ -128,7 +110,7 @@ def tolerance_terms(ref, dtype):
     mags = ref.magnitudes
     terms = [(1.0, mags["main"]), (fwd.underflow_weight(compute, compute), mags["underflow"])]
     if dtype in ("bfloat16", "float16"):
-        terms += [(fwd.U[dtype] / fwd.U[compute], mags["half"]),
+        terms += [(UNIT_ROUNDOFF[dtype] / UNIT_ROUNDOFF[compute], mags["half"]),
                   (fwd.underflow_weight(dtype, compute), mags["underflow"])]
     return terms
 
@@ -158,7 +140,7 @@ def attention_vjp(q, k, v, grad_out, is_causal=False, scale=None) -> dict:
 
     def compute():
         sc = 1 / gmpy2.sqrt(gmpy2.mpfr(e)) if scale is None else gmpy2.mpfr(scale)
-        P = softmax_mp(fwd._scores_mp(QK, x_qk, scale, e), mask)
+        P = fwd.softmax_mp(fwd._scores_mp(QK, x_qk, scale, e), mask)
         dP = np.frompyfunc(lambda z: gmpy2.mul_2exp(gmpy2.mpfr(z), x_gv), 1, 1)(GV)
         D = np.sum(P * dP, axis=-1, keepdims=True)
         dS = P * (dP - D)
