@@ -16,14 +16,7 @@ import torch.nn.functional as F
 
 from implementations.torch import mamba as t_mamba
 from implementations.torch import ssd as t_ssd
-
-
-def _compute_dtype(*tensors):
-    """float64 where an input is float64 (complex128 where complex), float32 (complex64) else."""
-    wide = any(t.dtype in (torch.float64, torch.complex128) for t in tensors)
-    if any(t.is_complex() for t in tensors):
-        return torch.complex128 if wide else torch.complex64
-    return torch.float64 if wide else torch.float32
+from implementations.torch.scan import compute_dtype
 
 
 def _straight_through(value, surrogate):
@@ -40,7 +33,7 @@ def _straight_through(value, surrogate):
 class _ManualScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, bug):
-        cdt = _compute_dtype(a, b)
+        cdt = compute_dtype(a.dtype, b.dtype)
         a_c, b_c = torch.broadcast_tensors(a.to(cdt), b.to(cdt))
         h = torch.empty_like(b_c)
         prev = torch.zeros_like(b_c[..., 0])
@@ -100,12 +93,10 @@ def scan_bwd_no_conj(a, b):
 
 
 def _conv_pre(x, weight, bias):
-    """The pre-activation in the compute dtype (as implementations.torch.mamba.causal_conv1d)."""
-    cdt = _compute_dtype(x, weight)
-    w = weight.shape[-1]
-    out = F.conv1d(F.pad(x.to(cdt), (w - 1, 0)), weight.to(cdt).unsqueeze(1),
-                   None if bias is None else bias.to(cdt), groups=x.shape[1])
-    return out
+    """The pre-activation in the compute dtype: our causal_conv1d without activation, on inputs
+    already in the compute dtype (so nothing is rounded to a half dtype)."""
+    cdt = compute_dtype(x.dtype, weight.dtype)
+    return t_mamba.causal_conv1d(x.to(cdt), weight.to(cdt), bias, None)
 
 
 def conv1d_bwd_silu_as_sigmoid(x, weight, bias=None, activation=None):
@@ -139,7 +130,7 @@ def ssd_bwd_softplus_dropped(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias
                              initial_states=None, dt_softplus=False, return_final_states=False):
     """The backward treats softplus as the identity (the sigmoid factor of d softplus(t)/dt
     missing); needs ``dt_softplus``."""
-    cdt = _compute_dtype(x)
+    cdt = compute_dtype(x.dtype)
     pre = dt.to(cdt) + (dt_bias.to(cdt) if dt_bias is not None else 0)
     dt_eff = _straight_through(F.softplus(pre), pre) if dt_softplus else pre
     return t_ssd.ssd(x, dt_eff, A, B, C, chunk_size, D=D, z=z, initial_states=initial_states,
