@@ -201,5 +201,3 @@ def test_ssd_state_carry(sut, case):
 def test_ssd_non_contiguous(sut, case):
     use_layout(sut, case, "axes stored in reverse order")
     _judge_against_oracle(sut, case)
-
-
