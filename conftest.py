@@ -11,4 +11,4 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     if "torch" in sys.modules:  # imported before this file by some plugin: set it directly
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-pytest_plugins = ["properties.plugin"]
+pytest_plugins = ["ssm_conformance.properties.plugin"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import implementations.cupy as icu  # noqa: E402
+import ssm_conformance.implementations.cupy as icu  # noqa: E402
 
 ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8}
 
@@ -52,8 +52,8 @@ def copy_bandwidth(repeat):
 
 
 # where implementations.torch keeps each role (looked up lazily; absent ones are simply skipped)
-_TORCH_ROLES = {"selective_scan": ("implementations.torch.mamba", "selective_scan"),
-                "ssd": ("implementations.torch.ssd", "ssd")}
+_TORCH_ROLES = {"selective_scan": ("ssm_conformance.implementations.torch.mamba", "selective_scan"),
+                "ssd": ("ssm_conformance.implementations.torch.ssd", "ssd")}
 
 
 def _torch_role(name):

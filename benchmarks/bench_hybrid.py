@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from implementations.numpy import hybrid as nh  # noqa: E402
-from implementations.torch import hybrid as th  # noqa: E402
+from ssm_conformance.implementations.numpy import hybrid as nh  # noqa: E402
+from ssm_conformance.implementations.torch import hybrid as th  # noqa: E402
 
 
 WARMUP = 4

@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from implementations.numpy import convolution as np_conv  # noqa: E402
-from implementations.numpy import discretize as np_disc  # noqa: E402
-from implementations.torch import convolution as torch_conv  # noqa: E402
-from implementations.torch import discretize as torch_disc  # noqa: E402
+from ssm_conformance.implementations.numpy import convolution as np_conv  # noqa: E402
+from ssm_conformance.implementations.numpy import discretize as np_disc  # noqa: E402
+from ssm_conformance.implementations.torch import convolution as torch_conv  # noqa: E402
+from ssm_conformance.implementations.torch import discretize as torch_disc  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:

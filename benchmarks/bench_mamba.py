@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from implementations.numpy import mamba as np_mamba  # noqa: E402
-from implementations.numpy import scan as np_scan  # noqa: E402
-from implementations.torch import mamba as t_mamba  # noqa: E402
-from implementations.torch import scan as t_scan  # noqa: E402
-from implementations.torch import ssd as t_ssd  # noqa: E402
+from ssm_conformance.implementations.numpy import mamba as np_mamba  # noqa: E402
+from ssm_conformance.implementations.numpy import scan as np_scan  # noqa: E402
+from ssm_conformance.implementations.torch import mamba as t_mamba  # noqa: E402
+from ssm_conformance.implementations.torch import scan as t_scan  # noqa: E402
+from ssm_conformance.implementations.torch import ssd as t_ssd  # noqa: E402
 from tests.subjects import mamba_refs, mamba_wrong  # noqa: E402
 
 

@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from implementations.numpy import hippo as nh  # noqa: E402
-from implementations.numpy import s4 as ns  # noqa: E402
-from implementations.torch import s4 as ts  # noqa: E402
-from oracle import dplr as odplr  # noqa: E402
-from oracle import s4_kernels as sk  # noqa: E402
-from oracle.precision import to_mp  # noqa: E402
+from ssm_conformance.implementations.numpy import hippo as nh  # noqa: E402
+from ssm_conformance.implementations.numpy import s4 as ns  # noqa: E402
+from ssm_conformance.implementations.torch import s4 as ts  # noqa: E402
+from ssm_conformance.oracle import dplr as odplr  # noqa: E402
+from ssm_conformance.oracle import s4_kernels as sk  # noqa: E402
+from ssm_conformance.oracle.precision import to_mp  # noqa: E402
 
 U, SAFETY = 2.0**-53, 4.0
 

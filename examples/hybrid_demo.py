@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from implementations.numpy.hybrid import HybridConfig, HybridWeights  # noqa: E402
-from implementations.torch.hybrid import HybridStack  # noqa: E402
-from oracle import hybrid as oh  # noqa: E402
-from properties.tolerance import tolerance  # noqa: E402
+from ssm_conformance.implementations.numpy.hybrid import HybridConfig, HybridWeights  # noqa: E402
+from ssm_conformance.implementations.torch.hybrid import HybridStack  # noqa: E402
+from ssm_conformance.oracle import hybrid as oh  # noqa: E402
+from ssm_conformance.properties.tolerance import tolerance  # noqa: E402
 
 
 def main():

@@ -5,6 +5,6 @@ hold, computes in mpmath (or exact rationals / SymPy) at a precision it verifies
 returns a :class:`~oracle.reference.Reference`: the value rounded once to float64, a bound on the
 oracle's own error, and the magnitudes the tolerance model of ``properties/tolerance.py`` needs.
 """
-from oracle.reference import Reference, OracleError
+from ssm_conformance.oracle.reference import Reference, OracleError
 
 __all__ = ["Reference", "OracleError"]

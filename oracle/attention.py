@@ -60,9 +60,9 @@ import math
 import gmpy2
 import numpy as np
 
-from oracle.formats import TINY, UNIT_ROUNDOFF
-from oracle.reference import Reference
-from oracle.selective_scan import as_array, verified_many
+from ssm_conformance.oracle.formats import TINY, UNIT_ROUNDOFF
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.oracle.selective_scan import as_array, verified_many
 
 # ----------------------------------------------------------------------------------------------
 # input checking

@@ -51,10 +51,10 @@ import math
 import gmpy2
 import numpy as np
 
-from oracle import attention as fwd
-from oracle.formats import UNIT_ROUNDOFF
-from oracle.reference import Reference
-from oracle.selective_scan import as_array, verified_many
+from ssm_conformance.oracle import attention as fwd
+from ssm_conformance.oracle.formats import UNIT_ROUNDOFF
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.oracle.selective_scan import as_array, verified_many
 
 def _t(x):
     return np.swapaxes(x, -1, -2)

@@ -27,8 +27,8 @@ import math
 import gmpy2
 import numpy as np
 
-from oracle.reference import Reference
-from oracle.selective_scan import (
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.oracle.selective_scan import (
     as_array, check_shape, dsilu_magnitude, f_sigmoid, mp_dsilu, mp_of, mp_silu, reference,
     verified_many,
 )

@@ -16,8 +16,8 @@ import operator
 import mpmath
 import numpy as np
 
-from oracle.precision import to_float, to_mp, verified
-from oracle.reference import Reference
+from ssm_conformance.oracle.precision import to_float, to_mp, verified
+from ssm_conformance.oracle.reference import Reference
 
 
 def _numeric(x, name, ndim, shape_text):

@@ -21,8 +21,8 @@ import mpmath
 import numpy as np
 import scipy.linalg
 
-from oracle.precision import to_float, to_mp, verified
-from oracle.reference import Reference
+from ssm_conformance.oracle.precision import to_float, to_mp, verified
+from ssm_conformance.oracle.reference import Reference
 
 # theta_13 of Higham (2005) / scipy.linalg.expm: the scaling-and-squaring threshold for the
 # degree-13 Pade approximant, rounded up (5.3719...).

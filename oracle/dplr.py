@@ -43,9 +43,9 @@ import numpy as np
 import scipy.optimize
 import sympy as sp
 
-from oracle import hippo
-from oracle.precision import to_float, to_mp, verified
-from oracle.reference import OracleError, Reference
+from ssm_conformance.oracle import hippo
+from ssm_conformance.oracle.precision import to_float, to_mp, verified
+from ssm_conformance.oracle.reference import OracleError, Reference
 
 # ----------------------------------------------------------------------------------------------
 # argument checks shared with oracle.s4_kernels

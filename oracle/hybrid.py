@@ -85,10 +85,10 @@ import gmpy2
 import numpy as np
 import torch
 
-from oracle.attention import lse_attention_mp, visible
-from oracle.reference import Reference
-from oracle.selective_scan import as_array, mp_of, selective_scan_mp, verified_many
-from oracle.ssd import ssd_forms_mp
+from ssm_conformance.oracle.attention import lse_attention_mp, visible
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.oracle.selective_scan import as_array, mp_of, selective_scan_mp, verified_many
+from ssm_conformance.oracle.ssd import ssd_forms_mp
 
 MIXERS = ("mamba1", "mamba2")
 NORMS = ("rmsnorm", "layernorm")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
-from oracle.reference import OracleError
+from ssm_conformance.oracle.reference import OracleError
 
 # Accept when the oracle's own error is below 2^-64 of the element's scale: 2^11 times smaller
 # than float64's unit roundoff, so the oracle never decides a verdict.

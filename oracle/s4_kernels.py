@@ -18,10 +18,10 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
-from oracle.dplr import (_complex_vector, bilinear_mp, cauchy_magnitudes, check_dplr, check_dt_L,
+from ssm_conformance.oracle.dplr import (_complex_vector, bilinear_mp, cauchy_magnitudes, check_dplr, check_dt_L,
                          dense_A_mp)
-from oracle.precision import to_float, to_mp, verified
-from oracle.reference import Reference
+from ssm_conformance.oracle.precision import to_float, to_mp, verified
+from ssm_conformance.oracle.reference import Reference
 
 
 def _numeric(x, name):

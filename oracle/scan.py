@@ -29,8 +29,8 @@ from functools import lru_cache
 import mpmath
 import numpy as np
 
-from oracle.precision import verified
-from oracle.reference import Reference
+from ssm_conformance.oracle.precision import verified
+from ssm_conformance.oracle.reference import Reference
 
 IDENTITY = (Fraction(1), Fraction(0))  # h -> 1*h + 0
 

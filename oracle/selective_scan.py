@@ -47,8 +47,8 @@ import gmpy2
 import mpmath
 import numpy as np
 
-from oracle.precision import to_float, verified
-from oracle.reference import Reference
+from ssm_conformance.oracle.precision import to_float, verified
+from ssm_conformance.oracle.reference import Reference
 
 SOFTPLUS_THRESHOLD = 20.0  # F.softplus(beta=1, threshold=20) and the Triton kernels' `dt <= 20.0`
 

@@ -43,7 +43,7 @@ import numbers
 import gmpy2
 import numpy as np
 
-from oracle.selective_scan import (
+from ssm_conformance.oracle.selective_scan import (
     SOFTPLUS_THRESHOLD, as_array, check_shape, dsilu_magnitude, dsoftplus_kappa, exp_cond_of,
     f_sigmoid, f_softplus, hp_context, mp_dsilu, mp_dsoftplus, mp_exp, mp_of, mp_silu, mp_softplus, reference,
     softplus_kappa, to_mpmath, verified_many,

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import assume
 
-from oracle.reference import Reference
-from properties.options import RUN
-from properties.report import RECORDER
-from properties.roles import Role
-from properties.subjects import Subject, SubjectFailure
-from properties.tolerance import tolerance
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.properties.options import RUN
+from ssm_conformance.properties.report import RECORDER
+from ssm_conformance.properties.roles import Role
+from ssm_conformance.properties.subjects import Subject, SubjectFailure
+from ssm_conformance.properties.tolerance import tolerance
 
 FINITE_MAX = {"float64": float(np.finfo(np.float64).max),
               "float32": float(np.finfo(np.float32).max),
@@ -137,7 +137,7 @@ class SubjectUnderTest:
         has no autograd graph, or whose backward raises, fails as ``no_backward``."""
         import torch
 
-        from properties.subjects import NoBackward
+        from ssm_conformance.properties.subjects import NoBackward
 
         names = list(self.inputs(case))
 

@@ -7,13 +7,13 @@ import os
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from properties import report
-from properties.harness import CURRENT_PROPERTY, SubjectUnderTest
-from properties.options import DEFAULT_CALL_TIMEOUT_S, RUN
-from properties.report import RECORDER
-from properties.roles import DEVICES, DTYPES, ROLES
-from properties.subjects import Subject, SubjectFailure, UsageError, load_target
-from properties.tolerance import SAFETY, UNIT_ROUNDOFF
+from ssm_conformance.properties import report
+from ssm_conformance.properties.harness import CURRENT_PROPERTY, SubjectUnderTest
+from ssm_conformance.properties.options import DEFAULT_CALL_TIMEOUT_S, RUN
+from ssm_conformance.properties.report import RECORDER
+from ssm_conformance.properties.roles import DEVICES, DTYPES, ROLES
+from ssm_conformance.properties.subjects import Subject, SubjectFailure, UsageError, load_target
+from ssm_conformance.properties.tolerance import SAFETY, UNIT_ROUNDOFF
 
 # --- Hypothesis profiles -------------------------------------------------------------------------
 # dev: quick local runs. ci: derandomized (the same examples every run), no deadline (oracles
@@ -125,7 +125,7 @@ _BUNDLED_CACHE: dict[str, Subject] = {}
 def _bundled(role) -> list[Subject]:
     subjects = []
     for target in role.bundled:
-        if target.startswith("implementations.cupy") and not (
+        if target.startswith("ssm_conformance.implementations.cupy") and not (
                 _cuda_visible() and (role.backend == "numpy" or RUN.device == "cuda")):
             continue  # CuPy kernels only where a GPU is visible (CONTRACT.md), on its tensors
         if target not in _BUNDLED_CACHE:

@@ -14,8 +14,11 @@ class Role:
     mutates: tuple[str, ...] = ()  # arguments the role must change in place
 
 
+IMPL = "ssm_conformance.implementations"
+
+
 def _numpy_and_torch(module: str, attr: str) -> tuple[str, ...]:
-    return (f"implementations.numpy.{module}:{attr}", f"implementations.torch.{module}:{attr}")
+    return (f"{IMPL}.numpy.{module}:{attr}", f"{IMPL}.torch.{module}:{attr}")
 
 
 ROLES: dict[str, Role] = {
@@ -28,36 +31,36 @@ ROLES: dict[str, Role] = {
              _numpy_and_torch("discretize", "backward_euler")),
         Role("causal_conv", "numpy", (), _numpy_and_torch("convolution", "causal_conv")),
         # S4 family (issue 4): HiPPO constructors exist in NumPy only; kernels in NumPy and torch.
-        Role("hippo_legs", "numpy", (), ("implementations.numpy.hippo:hippo_legs",)),
-        Role("hippo_legt", "numpy", (), ("implementations.numpy.hippo:hippo_legt",)),
-        Role("hippo_lagt", "numpy", (), ("implementations.numpy.hippo:hippo_lagt",)),
-        Role("hippo_fout", "numpy", (), ("implementations.numpy.hippo:hippo_fout",)),
+        Role("hippo_legs", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_legs",)),
+        Role("hippo_legt", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_legt",)),
+        Role("hippo_lagt", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_lagt",)),
+        Role("hippo_fout", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_fout",)),
         Role("ssm_kernel", "numpy", (), _numpy_and_torch("s4", "ssm_kernel")),
         Role("s4d_kernel", "numpy", (),
-             (*_numpy_and_torch("s4", "s4d_kernel"), "implementations.cupy:s4d_kernel")),
+             (*_numpy_and_torch("s4", "s4d_kernel"), f"{IMPL}.cupy:s4d_kernel")),
         Role("dplr_kernel", "numpy", ("rank2",),
-             (*_numpy_and_torch("s4", "dplr_kernel"), "implementations.cupy:dplr_kernel")),
+             (*_numpy_and_torch("s4", "dplr_kernel"), f"{IMPL}.cupy:dplr_kernel")),
         Role("linear_scan", "torch", ("complex",),
-             ("implementations.torch.scan:linear_scan",
-              "implementations.torch.scan:linear_scan_parallel")),
+             (f"{IMPL}.torch.scan:linear_scan",
+              f"{IMPL}.torch.scan:linear_scan_parallel")),
         Role("selective_scan", "torch",
              ("complex_A", "constant_B", "constant_C", "grouped_BC", "D", "z", "delta_bias",
               "delta_softplus", "last_state"),
-             ("implementations.torch.mamba:selective_scan",
-              "implementations.cupy:selective_scan")),
+             (f"{IMPL}.torch.mamba:selective_scan",
+              f"{IMPL}.cupy:selective_scan")),
         Role("selective_state_update", "torch", ("D", "z", "dt_bias", "dt_softplus"),
-             ("implementations.torch.mamba:selective_state_update",
-              "implementations.cupy:selective_state_update"), mutates=("state",)),
+             (f"{IMPL}.torch.mamba:selective_state_update",
+              f"{IMPL}.cupy:selective_state_update"), mutates=("state",)),
         Role("ssd", "torch",
              ("D", "z", "dt_bias", "dt_softplus", "initial_states", "final_states", "grouped_BC"),
-             ("implementations.torch.ssd:ssd",
-              "implementations.cupy:ssd")),
+             (f"{IMPL}.torch.ssd:ssd",
+              f"{IMPL}.cupy:ssd")),
         Role("causal_conv1d", "torch", ("bias", "silu"),
-             ("implementations.torch.mamba:causal_conv1d",
-              "implementations.cupy:causal_conv1d")),
+             (f"{IMPL}.torch.mamba:causal_conv1d",
+              f"{IMPL}.cupy:causal_conv1d")),
         Role("attention", "torch", ("causal", "scale"),
-             ("implementations.torch.attention:attention",
-              "implementations.cupy:attention")),
+             (f"{IMPL}.torch.attention:attention",
+              f"{IMPL}.cupy:attention")),
     ]
 }
 

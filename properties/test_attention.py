@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 
-from oracle import attention as oracle_attention
-from oracle import attention_vjp as oracle_attention_vjp
-from properties.harness import Output, oracle, skip_unless_grad
-from properties.options import enabled
-from properties.strategies.attention import attention_cases, with_explicit_cases
-from properties.subjects import SubjectFailure
-from properties.tolerance import compute_dtype, tolerance
+from ssm_conformance.oracle import attention as oracle_attention
+from ssm_conformance.oracle import attention_vjp as oracle_attention_vjp
+from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.attention import attention_cases, with_explicit_cases
+from ssm_conformance.properties.subjects import SubjectFailure
+from ssm_conformance.properties.tolerance import compute_dtype, tolerance
 
 
 def _terms(sut, ref):

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from oracle import causal_conv1d as oracle_conv
-from properties import tolerance as tm
-from properties.harness import Output, oracle, skip_unless_grad
-from properties.strategies.conv1d import conv1d_cases, redraw_future
-from properties.strategies.ssd import strided, use_layout
+from ssm_conformance.oracle import causal_conv1d as oracle_conv
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.strategies.conv1d import conv1d_cases, redraw_future
+from ssm_conformance.properties.strategies.ssd import strided, use_layout
 
 
 def _out(sut, case, raw):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from oracle import convolution as oracle_convolution
-from properties import tolerance as tm
-from properties.harness import Output, oracle
-from properties.strategies.sequences import conv_cases
+from ssm_conformance.oracle import convolution as oracle_convolution
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle
+from ssm_conformance.properties.strategies.sequences import conv_cases
 
 
 @pytest.mark.ssm_role("causal_conv")

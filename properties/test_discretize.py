@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from oracle import discretize as oracle_discretize
-from properties import tolerance as tm
-from properties.harness import Output, oracle
-from properties.strategies.lti import lti_cases
+from ssm_conformance.oracle import discretize as oracle_discretize
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle
+from ssm_conformance.properties.strategies.lti import lti_cases
 
 
 def _pair_outputs(case):

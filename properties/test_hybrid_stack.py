@@ -34,12 +34,12 @@ import pytest
 import torch
 from hypothesis import given, target
 
-from implementations.numpy import hybrid as nh
-from implementations.torch import hybrid as th
-from oracle import hybrid as oracle_hybrid
-from oracle.reference import Reference
-from properties.strategies.hybrid import hybrid_cases, oracle_cases
-from properties.tolerance import tolerance
+from ssm_conformance.implementations.numpy import hybrid as nh
+from ssm_conformance.implementations.torch import hybrid as th
+from ssm_conformance.oracle import hybrid as oracle_hybrid
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.properties.strategies.hybrid import hybrid_cases, oracle_cases
+from ssm_conformance.properties.tolerance import tolerance
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 
-from oracle import hippo as oracle_hippo
-from oracle import s4_kernels as oracle_s4
-from oracle.reference import Reference
-from properties import tolerance as tm
-from properties.harness import Output, oracle
-from properties.strategies.s4 import (MAX_N, dplr_cases, dplr_hippo_legs_case, hippo_cases,
+from ssm_conformance.oracle import hippo as oracle_hippo
+from ssm_conformance.oracle import s4_kernels as oracle_s4
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle
+from ssm_conformance.properties.strategies.s4 import (MAX_N, dplr_cases, dplr_hippo_legs_case, hippo_cases,
                                       s4d_cases, ssm_cases)
-from properties.subjects import SubjectFailure
+from ssm_conformance.properties.subjects import SubjectFailure
 
 # --- HiPPO ---------------------------------------------------------------------------------------
 

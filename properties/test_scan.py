@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from oracle import scan as oracle_scan
-from properties.harness import Output, oracle, skip_unless_grad
-from properties.strategies.scans import scan_cases
+from ssm_conformance.oracle import scan as oracle_scan
+from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.strategies.scans import scan_cases
 
 
 def _kind(case):

@@ -37,13 +37,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oracle import selective_scan as oracle_ss
-from oracle.reference import Reference
-from properties import tolerance as tm
-from properties.harness import Output, oracle, skip_unless_grad
-from properties.options import enabled
-from properties.strategies.common import seeds
-from properties.strategies.selective import (LAYOUTS, METAMORPHIC_ELEMENTS, batch_element,
+from ssm_conformance.oracle import selective_scan as oracle_ss
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import seeds
+from ssm_conformance.properties.strategies.selective import (LAYOUTS, METAMORPHIC_ELEMENTS, batch_element,
                                              redraw_after, selective_cases, split_cases, strided,
                                              time_slice)
 

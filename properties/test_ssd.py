@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from oracle import ssd as oracle_ssd
-from oracle.reference import Reference
-from properties import tolerance as tm
-from properties.harness import Output, oracle, skip_unless_grad
-from properties.options import enabled
-from properties.strategies.ssd import redraw_future, ssd_cases, use_layout
+from ssm_conformance.oracle import ssd as oracle_ssd
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.ssd import redraw_future, ssd_cases, use_layout
 
 HALF = ("bfloat16", "float16")
 

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from oracle import selective_scan as oracle_ss
-from properties import tolerance as tm
-from properties.harness import Output, oracle
-from properties.strategies.selective import decode_cases, state_update_cases
-from properties.subjects import SubjectFailure
+from ssm_conformance.oracle import selective_scan as oracle_ss
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.harness import Output, oracle
+from ssm_conformance.properties.strategies.selective import decode_cases, state_update_cases
+from ssm_conformance.properties.subjects import SubjectFailure
 
 HALF = ("bfloat16", "float16")
 

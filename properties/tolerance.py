@@ -28,8 +28,8 @@ import math
 
 import numpy as np
 
-from oracle.discretize import frechet_magnitude
-from oracle.formats import TINY, UNIT_ROUNDOFF
+from ssm_conformance.oracle.discretize import frechet_magnitude
+from ssm_conformance.oracle.formats import TINY, UNIT_ROUNDOFF
 
 SAFETY = 4.0
 

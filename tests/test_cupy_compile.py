@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-import implementations.cupy as icu
-from implementations.cupy import _loader
+import ssm_conformance.implementations.cupy as icu
+from ssm_conformance.implementations.cupy import _loader
 
 NVCC = shutil.which("nvcc")
 ARCH = 90

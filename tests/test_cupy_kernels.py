@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-import implementations.cupy as icu
+import ssm_conformance.implementations.cupy as icu
 
 pytestmark = pytest.mark.skipif(not icu.available(), reason="no CUDA GPU visible (CuPy with a device needed)")
 
@@ -492,7 +492,7 @@ def test_torch_tensors_in_and_out(dtype):
     tol = (l * (4 + max_dA) + n + 12) * U["float32"] * mag + U[dtype] * np.abs(y) + 1e-300
     _check(out.double().cpu().numpy(), y, tol, f"selective_scan torch {dtype}")
     # zero copy: the CuPy view of a tensor shares its memory
-    from implementations.cupy import _interop
+    from ssm_conformance.implementations.cupy import _interop
 
     assert _interop.arg(u, "u").data.data.ptr == u.data_ptr()
     # in-place state update through a torch tensor

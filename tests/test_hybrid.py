@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from implementations.numpy import hybrid as nh
-from implementations.numpy.hybrid import HybridConfig, HybridWeights
-from implementations.torch import hybrid as th
-from oracle import hybrid as oh
-from properties.tolerance import tolerance
+from ssm_conformance.implementations.numpy import hybrid as nh
+from ssm_conformance.implementations.numpy.hybrid import HybridConfig, HybridWeights
+from ssm_conformance.implementations.torch import hybrid as th
+from ssm_conformance.oracle import hybrid as oh
+from ssm_conformance.properties.tolerance import tolerance
 
 def small(mixer="mamba1", **kw):
     base = dict(d_model=8, n_layers=4, pattern="MMAM", mixer=mixer, n_heads=2, d_state=4, d_conv=3,

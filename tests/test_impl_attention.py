@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from implementations.numpy import attention as np_att
-from implementations.torch import attention as t_att
-from oracle.attention import attention as oracle, tolerance_terms
-from properties.tolerance import tolerance
+from ssm_conformance.implementations.numpy import attention as np_att
+from ssm_conformance.implementations.torch import attention as t_att
+from ssm_conformance.oracle.attention import attention as oracle, tolerance_terms
+from ssm_conformance.properties.tolerance import tolerance
 from tests.subjects import attention_subjects as subj
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from implementations.numpy import convolution as np_conv
-from implementations.numpy import discretize as np_disc
-from implementations.torch import convolution as torch_conv
-from implementations.torch import discretize as torch_disc
-from oracle.precision import to_float, verified
+from ssm_conformance.implementations.numpy import convolution as np_conv
+from ssm_conformance.implementations.numpy import discretize as np_disc
+from ssm_conformance.implementations.torch import convolution as torch_conv
+from ssm_conformance.implementations.torch import discretize as torch_disc
+from ssm_conformance.oracle.precision import to_float, verified
 from tests.subjects import lti_correct, lti_wrong
 
 U = 2.0**-53  # unit roundoff of float64

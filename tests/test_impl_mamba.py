@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from implementations.numpy import mamba as np_mamba
-from implementations.numpy import scan as np_scan
-from implementations.torch import mamba as t_mamba
-from implementations.torch import scan as t_scan
+from ssm_conformance.implementations.numpy import mamba as np_mamba
+from ssm_conformance.implementations.numpy import scan as np_scan
+from ssm_conformance.implementations.torch import mamba as t_mamba
+from ssm_conformance.implementations.torch import scan as t_scan
 from tests.subjects import mamba_refs, mamba_wrong
 
 U64 = 2.0**-53   # unit roundoff, float64
@@ -196,7 +196,7 @@ def test_linear_scan_complex_matches_loop(parallel):
     want, mag = np.stack(want, -1), np.stack(mag, -1)
     for fn in ((np_scan.linear_scan_parallel if parallel else np_scan.linear_scan),
                (t_scan.linear_scan_parallel if parallel else t_scan.linear_scan)):
-        got = np.asarray(fn(T(a), T(b)) if fn.__module__.startswith("implementations.torch") else fn(a, b))
+        got = np.asarray(fn(T(a), T(b)) if fn.__module__.startswith("ssm_conformance.implementations.torch") else fn(a, b))
         # complex multiply-add: <= 4 roundings per step, both paths compare to the same loop
         assert np.all(np.abs(got - want) <= 8 * (33 + 1) * U64 * mag)
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from implementations.numpy import hippo as nh
-from implementations.numpy import s4 as ns
-from implementations.torch import s4 as ts
-from oracle import dplr as odplr
-from oracle import hippo as oh
-from oracle import s4_kernels as sk
+from ssm_conformance.implementations.numpy import hippo as nh
+from ssm_conformance.implementations.numpy import s4 as ns
+from ssm_conformance.implementations.torch import s4 as ts
+from ssm_conformance.oracle import dplr as odplr
+from ssm_conformance.oracle import hippo as oh
+from ssm_conformance.oracle import s4_kernels as sk
 
 U = 2.0**-53
 SAFETY = 4.0

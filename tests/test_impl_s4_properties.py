@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from implementations.numpy import s4 as ns
-from implementations.torch import s4 as ts
-from oracle import s4_kernels as sk
-from properties import tolerance as tm
-from properties.strategies.s4 import dplr_cases, s4d_cases, ssm_cases
+from ssm_conformance.implementations.numpy import s4 as ns
+from ssm_conformance.implementations.torch import s4 as ts
+from ssm_conformance.oracle import s4_kernels as sk
+from ssm_conformance.properties import tolerance as tm
+from ssm_conformance.properties.strategies.s4 import dplr_cases, s4d_cases, ssm_cases
 
 IMPLS = {"numpy": ns, "torch": ts}
 U = tm.UNIT_ROUNDOFF["float64"]

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from implementations.numpy import mamba as np_mamba
-from implementations.numpy import mamba2 as np_mamba2
-from implementations.numpy import ssd as np_ssd
-from implementations.torch import mamba2 as t_mamba2
-from implementations.torch import ssd as t_ssd
+from ssm_conformance.implementations.numpy import mamba as np_mamba
+from ssm_conformance.implementations.numpy import mamba2 as np_mamba2
+from ssm_conformance.implementations.numpy import ssd as np_ssd
+from ssm_conformance.implementations.torch import mamba2 as t_mamba2
+from ssm_conformance.implementations.torch import ssd as t_ssd
 from tests.subjects import mamba_refs, mamba_wrong
 
 U64 = 2.0**-53

@@ -12,9 +12,9 @@ from tests.cli import run_suite
 SUBJECTS = "tests.subjects.backward_subjects"
 
 CORRECT = {
-    "linear_scan": [f"{SUBJECTS}:linear_scan_manual", "implementations.torch.scan:linear_scan"],
-    "causal_conv1d": ["implementations.torch.mamba:causal_conv1d"],
-    "ssd": ["implementations.torch.ssd:ssd"],
+    "linear_scan": [f"{SUBJECTS}:linear_scan_manual", "ssm_conformance.implementations.torch.scan:linear_scan"],
+    "causal_conv1d": ["ssm_conformance.implementations.torch.mamba:causal_conv1d"],
+    "ssd": ["ssm_conformance.implementations.torch.ssd:ssd"],
 }
 WRONG = {
     "linear_scan": ["scan_bwd_uses_h_t", "scan_bwd_coefficient_off_by_one", "scan_bwd_no_conj"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
-from oracle import hippo as oracle_hippo
+from ssm_conformance.oracle import hippo as oracle_hippo
 from tests.cli import run_suite, subjects_of
 from tests.subjects import s4_correct, s4_wrong, s4_wrong_more
 
@@ -28,7 +28,7 @@ ROLE_PREFIX = {
     "dplr_kernel": "dplr_",
 }
 # correct subjects that are not in s4_correct.py (our own torch kernel, as a third-party target)
-EXTRA_CORRECT = {"dplr_kernel": ["implementations.torch.s4:dplr_kernel"]}
+EXTRA_CORRECT = {"dplr_kernel": ["ssm_conformance.implementations.torch.s4:dplr_kernel"]}
 WRONG_MODULES = {"tests.subjects.s4_wrong": s4_wrong,
                  "tests.subjects.s4_wrong_more": s4_wrong_more}
 

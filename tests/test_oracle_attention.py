@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oracle.attention import attention, tolerance_terms
-from properties.tolerance import tolerance
+from ssm_conformance.oracle.attention import attention, tolerance_terms
+from ssm_conformance.properties.tolerance import tolerance
 
 U64 = 2.0**-53
 

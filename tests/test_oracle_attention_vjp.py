@@ -13,8 +13,8 @@ import pytest
 import sympy
 import torch
 
-from oracle.attention_vjp import attention_vjp, tolerance_terms
-from properties.tolerance import tolerance
+from ssm_conformance.oracle.attention_vjp import attention_vjp, tolerance_terms
+from ssm_conformance.properties.tolerance import tolerance
 from tests.subjects import attention_subjects as subj
 
 

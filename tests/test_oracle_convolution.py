@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from oracle.convolution import _kernel_mp, _recurrence_mp, causal_conv, kernel, recurrence
-from oracle.precision import to_mp
+from ssm_conformance.oracle.convolution import _kernel_mp, _recurrence_mp, causal_conv, kernel, recurrence
+from ssm_conformance.oracle.precision import to_mp
 
 U = 2.0**-53  # unit roundoff of float64
 

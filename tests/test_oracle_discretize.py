@@ -12,7 +12,7 @@ import pytest
 import scipy.linalg
 import sympy as sp
 
-from oracle.discretize import (
+from ssm_conformance.oracle.discretize import (
     backward_euler,
     bilinear,
     euler,
@@ -21,8 +21,8 @@ from oracle.discretize import (
     squarings,
     zoh,
 )
-from oracle.precision import ACCEPT, verified
-from oracle.reference import OracleError
+from ssm_conformance.oracle.precision import ACCEPT, verified
+from ssm_conformance.oracle.reference import OracleError
 
 s_sym = sp.symbols("s", real=True)
 

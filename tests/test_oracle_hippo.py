@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from oracle import dplr as odplr
-from oracle import hippo
+from ssm_conformance.oracle import dplr as odplr
+from ssm_conformance.oracle import hippo
 
 r2, r3, r5, r15 = sp.sqrt(2), sp.sqrt(3), sp.sqrt(5), sp.sqrt(15)
 h = sp.Rational(1, 2)
@@ -200,7 +200,7 @@ def test_compare_dplr_handles_fout_double_zero():
 
 def test_shifted_hermitian_pitfall_is_detected():
     # MATH.md: a Hermitian solver on a matrix whose diagonal carries the real shift drops it.
-    from implementations.numpy.hippo import hippo_legs, rank_correction
+    from ssm_conformance.implementations.numpy.hippo import hippo_legs, rank_correction
     A, B = hippo_legs(6)
     P, _ = rank_correction("legs", 6)
     AP = A + P.T @ P  # = -1/2 I + S

@@ -12,10 +12,10 @@ import mpmath
 import numpy as np
 import pytest
 
-from oracle import dplr as odplr
-from oracle import s4_kernels as sk
-from oracle.precision import to_mp
-from oracle.reference import Reference
+from ssm_conformance.oracle import dplr as odplr
+from ssm_conformance.oracle import s4_kernels as sk
+from ssm_conformance.oracle.precision import to_mp
+from ssm_conformance.oracle.reference import Reference
 
 U = 2.0**-53
 

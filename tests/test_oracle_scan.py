@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from oracle.scan import (
+from ssm_conformance.oracle.scan import (
     IDENTITY, all_bracketings, combine, exact_pairs, linear_scan, scan_blelloch, scan_blocks,
     scan_every_bracketing, scan_hillis_steele, scan_sequential, states,
 )

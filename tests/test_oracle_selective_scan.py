@@ -7,8 +7,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from oracle.precision import to_mp
-from oracle.selective_scan import (
+from ssm_conformance.oracle.precision import to_mp
+from ssm_conformance.oracle.selective_scan import (
     selective_scan, selective_scan_mp, selective_scan_vjp, selective_state_update,
 )
 

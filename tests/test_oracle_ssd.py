@@ -8,10 +8,10 @@ import mpmath
 import numpy as np
 import pytest
 
-from oracle.causal_conv1d import causal_conv1d, causal_conv1d_vjp
-from oracle.precision import to_mp
-from oracle.selective_scan import selective_scan
-from oracle.ssd import ssd, ssd_forms_mp, ssd_vjp
+from ssm_conformance.oracle.causal_conv1d import causal_conv1d, causal_conv1d_vjp
+from ssm_conformance.oracle.precision import to_mp
+from ssm_conformance.oracle.selective_scan import selective_scan
+from ssm_conformance.oracle.ssd import ssd, ssd_forms_mp, ssd_vjp
 
 U64 = 2.0**-53
 U32 = 2.0**-24

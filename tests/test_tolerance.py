@@ -11,10 +11,10 @@ import pytest
 import scipy.linalg
 import scipy.signal
 
-from oracle import convolution as oracle_convolution
-from oracle import discretize as oracle_discretize
-from oracle.reference import Reference
-from properties import tolerance as tm
+from ssm_conformance.oracle import convolution as oracle_convolution
+from ssm_conformance.oracle import discretize as oracle_discretize
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.properties import tolerance as tm
 
 
 def ratio(out, ref, terms, dtype="float64"):

@@ -62,7 +62,7 @@ def _cupy():
     try:
         import cupy
     except ImportError as exc:
-        raise ImportError("implementations.cupy needs CuPy (e.g. pip install cupy-cuda13x "
+        raise ImportError("ssm_conformance.implementations.cupy needs CuPy (e.g. pip install cupy-cuda13x "
                           "nvidia-cuda-nvrtc) and a CUDA GPU") from exc
     return cupy
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from implementations.numpy.discretize import as_real_array, check_finite
+from ssm_conformance.implementations.numpy.discretize import as_real_array, check_finite
 
 __all__ = ["causal_conv"]
 

@@ -24,9 +24,9 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from implementations.numpy.attention import KVCache, attend_cached, attention
-from implementations.numpy.mamba import MambaBlock, MambaWeights, silu
-from implementations.numpy.mamba2 import Mamba2Block, Mamba2Weights
+from ssm_conformance.implementations.numpy.attention import KVCache, attend_cached, attention
+from ssm_conformance.implementations.numpy.mamba import MambaBlock, MambaWeights, silu
+from ssm_conformance.implementations.numpy.mamba2 import Mamba2Block, Mamba2Weights
 
 MIXERS = ("mamba1", "mamba2")
 NORMS = ("rmsnorm", "layernorm")

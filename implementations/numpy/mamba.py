@@ -17,7 +17,7 @@ import math
 import numpy as np
 from scipy.special import expit
 
-from implementations.numpy._mamba_checks import (
+from ssm_conformance.implementations.numpy._mamba_checks import (
     check_causal_conv1d,
     check_conv_update,
     check_selective_scan,

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from implementations.numpy.mamba import (
+from ssm_conformance.implementations.numpy.mamba import (
     _arr,
     _linear,
     causal_conv1d,
@@ -22,7 +22,7 @@ from implementations.numpy.mamba import (
     selective_state_update,
     silu,
 )
-from implementations.numpy.ssd import ssd
+from ssm_conformance.implementations.numpy.ssd import ssd
 
 
 def gated_rmsnorm(y, z, weight, eps, group_size):

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.numpy._mamba_checks import check_ssd
-from implementations.numpy.mamba import _arr, silu, softplus
+from ssm_conformance.implementations.numpy._mamba_checks import check_ssd
+from ssm_conformance.implementations.numpy.mamba import _arr, silu, softplus
 
 
 def segsum(dA):

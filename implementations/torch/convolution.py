@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from implementations.numpy.convolution import validate_signals
+from ssm_conformance.implementations.numpy.convolution import validate_signals
 
 __all__ = ["causal_conv", "next_fast_len"]
 

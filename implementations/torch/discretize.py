@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from implementations.numpy.discretize import (split_van_loan, validate_alpha, validate_dt,
+from ssm_conformance.implementations.numpy.discretize import (split_van_loan, validate_alpha, validate_dt,
                                               validate_system, van_loan_block)
 
 __all__ = ["zoh", "bilinear", "euler", "backward_euler", "generalized_bilinear"]

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from implementations.numpy import hybrid as np_hybrid
-from implementations.numpy.hybrid import HybridConfig  # noqa: F401  (re-exported)
-from implementations.torch.attention import KVCache, attend_cached, attention
-from implementations.torch.mamba import MambaBlock
-from implementations.torch.mamba2 import Mamba2Block
+from ssm_conformance.implementations.numpy import hybrid as np_hybrid
+from ssm_conformance.implementations.numpy.hybrid import HybridConfig  # noqa: F401  (re-exported)
+from ssm_conformance.implementations.torch.attention import KVCache, attend_cached, attention
+from ssm_conformance.implementations.torch.mamba import MambaBlock
+from ssm_conformance.implementations.torch.mamba2 import Mamba2Block
 
 
 def _param(x, dtype, device):

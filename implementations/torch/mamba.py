@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from implementations.numpy import mamba as np_mamba
-from implementations.numpy._mamba_checks import (
+from ssm_conformance.implementations.numpy import mamba as np_mamba
+from ssm_conformance.implementations.numpy._mamba_checks import (
     check_causal_conv1d,
     check_conv_update,
     check_selective_scan,
     check_state_update,
 )
-from implementations.torch.scan import scan_time_major
+from ssm_conformance.implementations.torch.scan import scan_time_major
 
 
 def _need_tensors(fn, **kw):

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from implementations.numpy import mamba2 as np_mamba2
-from implementations.torch.mamba import _param, causal_conv1d, causal_conv1d_update, selective_state_update
-from implementations.torch.ssd import ssd
+from ssm_conformance.implementations.numpy import mamba2 as np_mamba2
+from ssm_conformance.implementations.torch.mamba import _param, causal_conv1d, causal_conv1d_update, selective_state_update
+from ssm_conformance.implementations.torch.ssd import ssd
 
 _SCALARS = ("headdim", "ngroups", "norm_eps")
 

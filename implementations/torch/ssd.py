@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from implementations.numpy._mamba_checks import check_ssd
-from implementations.torch.mamba import _need_tensors, real_compute_dtype
+from ssm_conformance.implementations.numpy._mamba_checks import check_ssd
+from ssm_conformance.implementations.torch.mamba import _need_tensors, real_compute_dtype
 
 
 def segsum(dA):

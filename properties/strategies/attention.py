@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import assume, example, strategies as st
 
-from properties.options import enabled
-from properties.strategies.common import lengths, seeds
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import lengths, seeds
 
 REGIMES = ("ordinary", "extreme", "dominant", "equal")
 BUDGET = 2**17

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from hypothesis import strategies as st
 
-from properties.options import enabled
-from properties.strategies.common import SPECIAL_LENGTHS, seeds
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import SPECIAL_LENGTHS, seeds
 
 WIDTHS = (2, 3, 4)
 MAX_LENGTH = 1100

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from implementations.numpy.hybrid import HybridConfig, HybridWeights
-from properties.strategies.common import seeds
+from ssm_conformance.implementations.numpy.hybrid import HybridConfig, HybridWeights
+from ssm_conformance.properties.strategies.common import seeds
 
 MAX_LAYERS = 4
 MAX_LENGTH = 48

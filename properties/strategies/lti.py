@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import assume, strategies as st
 
-from properties.options import enabled
-from properties.strategies.common import log_uniform, power_of_two_near
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import log_uniform, power_of_two_near
 
 KINDS = ("dense", "diagonal", "singular", "nilpotent", "defective", "oscillatory", "stiff", "zero")
 SINGULAR_KINDS = {"singular", "nilpotent", "zero"}

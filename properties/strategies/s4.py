@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from implementations.numpy import hippo as np_hippo
-from properties.options import enabled
-from properties.strategies.common import log_uniform, seeds
+from ssm_conformance.implementations.numpy import hippo as np_hippo
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import log_uniform, seeds
 
 MAX_N = 64
 MAX_L = 1024

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from properties.options import enabled
-from properties.strategies.common import lengths, seeds
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import lengths, seeds
 
 A_KINDS = ("uniform", "near_one", "zeros_and_ones", "selective")
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from properties.options import enabled
-from properties.strategies.common import seeds
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import seeds
 
 SPECIAL_LENGTHS = (1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 127, 128, 129, 251,
                    255, 256, 257, 509, 511, 512, 513, 1021, 1023, 1024, 1025, 1031, 1100)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from properties.strategies.common import lengths, seeds
+from ssm_conformance.properties.strategies.common import lengths, seeds
 
 KERNEL_KINDS = ("decaying", "nondecaying", "oscillating", "spike", "integer", "random")
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from hypothesis import strategies as st
 
-from properties.options import enabled
-from properties.strategies.common import SPECIAL_LENGTHS, seeds
+from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.strategies.common import SPECIAL_LENGTHS, seeds
 
 FEATURES = ("D", "z", "dt_bias", "dt_softplus", "initial_states", "final_states", "grouped_BC")
 CHUNK_SIZES = (1, 2, 3, 4, 5, 8, 16, 32, 48, 64, 128, 256)

@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from implementations.torch.attention import attention as ours  # noqa: F401  (a correct subject)
+from ssm_conformance.implementations.torch.attention import attention as ours  # noqa: F401  (a correct subject)
 
 
 def _cdt(dtype):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from implementations.torch import mamba as t_mamba
-from implementations.torch import ssd as t_ssd
-from implementations.torch.scan import compute_dtype
+from ssm_conformance.implementations.torch import mamba as t_mamba
+from ssm_conformance.implementations.torch import ssd as t_ssd
+from ssm_conformance.implementations.torch.scan import compute_dtype
 
 
 def _straight_through(value, surrogate):

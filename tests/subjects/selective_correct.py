@@ -187,7 +187,7 @@ def _np(t):
 def selective_scan_numpy(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                          return_last_state=False):
     """implementations.numpy.mamba.selective_scan (float64), results cast as the role's dtypes."""
-    from implementations.numpy import mamba as np_mamba
+    from ssm_conformance.implementations.numpy import mamba as np_mamba
 
     res = np_mamba.selective_scan(*(_np(t) for t in (u, delta, A, B, C, D, z, delta_bias)),
                                   delta_softplus=delta_softplus,
@@ -235,7 +235,7 @@ def state_update_einsum(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_
 def state_update_via_scan(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """A scan of length 1 from ``state``: implementations.torch.mamba.selective_scan with its
     ``initial_state`` extension and variable B, C of length 1."""
-    from implementations.torch.mamba import selective_scan
+    from ssm_conformance.implementations.torch.mamba import selective_scan
 
     rdt = torch.float64 if torch.float64 in (state.dtype, x.dtype) else torch.float32
     out, last = selective_scan(x.to(rdt)[..., None], dt.to(rdt)[..., None], A, B.to(rdt)[..., None],
@@ -247,7 +247,7 @@ def state_update_via_scan(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, d
 
 def state_update_numpy(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """implementations.numpy.mamba.selective_state_update (float64) on a NumPy copy of the state."""
-    from implementations.numpy import mamba as np_mamba
+    from ssm_conformance.implementations.numpy import mamba as np_mamba
 
     st = _np(state).copy()
     out = np_mamba.selective_state_update(st, *(_np(t) for t in (x, dt, A, B, C, D, z, dt_bias)),

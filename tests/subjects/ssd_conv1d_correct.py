@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from implementations.torch import ssd as t_ssd
+from ssm_conformance.implementations.torch import ssd as t_ssd
 
 
 def _cdt(dtype):
