@@ -109,9 +109,20 @@ class SubjectUnderTest:
     # -- calling ---------------------------------------------------------------------------------
     def describe(self, case) -> str:
         args = self.inputs(case)
-        lines = ["import numpy as np"] + (["import torch"] if self.role.backend == "torch" else [])
-        lines += [f"{name} = {format_value(value)}" for name, value in args.items()]
         fn = self.subject.target.rpartition(":")[2]
+        rebuild = getattr(case, "rebuild", None)
+        if rebuild:  # a long input: the generator call that rebuilds it, not a million numbers
+            module, call = rebuild
+            lines = ["from ssm_conformance.properties.harness import subject_inputs",
+                     f"from {module} import {call.partition('(')[0]}",
+                     f"case = {call}",
+                     f"args = subject_inputs(case, {self.role.name!r}, {self.dtype!r}, "
+                     f"{self.device!r})   # the tensors exactly as the subject received them",
+                     f"{', '.join(args)} = args.values()"]
+        else:
+            lines = ["import numpy as np"] + (["import torch"] if self.role.backend == "torch"
+                                              else [])
+            lines += [f"{name} = {format_value(value)}" for name, value in args.items()]
         lines.append(f"out = {fn}({', '.join(args)})   # {fn} = {self.subject.target}")
         return "\n".join(lines)
 
@@ -313,6 +324,14 @@ class SubjectUnderTest:
     def _repro(self, case) -> str:
         return (f"role {self.role.name}, subject {self.subject.name}, dtype {self.dtype}, "
                 f"device {self.device}\nreproduction:\n{self.describe(case)}")
+
+
+def subject_inputs(case, role: str, dtype: str = "float64", device: str = "cpu") -> dict:
+    """The arguments of ``case`` exactly as a subject of ``role`` receives them in ``dtype`` on
+    ``device`` (torch roles: tensors; NumPy roles: arrays): what a long input's printed
+    reproduction calls, after rebuilding the case from its seed (``case.rebuild``)."""
+    from ssm_conformance.properties.roles import ROLES
+    return SubjectUnderTest(Subject(role, "", None), ROLES[role], dtype, device).inputs(case)
 
 
 def _float64(tensor) -> np.ndarray:

@@ -20,6 +20,7 @@ class RunOptions:
     grad: bool = False
     report_dir: str | None = None
     call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    max_length: int | None = None  # --ssm-max-length (an extension): cap on sequence lengths
 
 
 RUN = RunOptions()
@@ -28,3 +29,8 @@ RUN = RunOptions()
 def enabled(feature: str) -> bool:
     """Whether strategies may draw inputs that exercise ``feature``."""
     return feature not in RUN.without
+
+
+def length_cap(length: int) -> int:
+    """``length`` capped by --ssm-max-length (quick local runs; the report says it was capped)."""
+    return length if RUN.max_length is None else max(1, min(length, RUN.max_length))

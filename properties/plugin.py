@@ -58,6 +58,10 @@ def pytest_addoption(parser):
     group.addoption("--ssm-call-timeout", default=DEFAULT_CALL_TIMEOUT_S, type=float,
                     metavar="SECONDS",
                     help=f"per-call time limit for a subject (default {DEFAULT_CALL_TIMEOUT_S:g})")
+    group.addoption("--ssm-max-length", default=None, type=int, metavar="L",
+                    help="cap sequence lengths at L for a quick local run (an extension of the "
+                         "contract; a capped run is not a conformance verdict at long lengths "
+                         "and its report says so)")
 
 
 def _split(text: str) -> list[str]:
@@ -107,6 +111,10 @@ def _parse(config) -> None:
     RUN.grad = bool(config.getoption("ssm_grad"))
     RUN.report_dir = config.getoption("ssm_report")
     RUN.call_timeout_s = float(timeout)
+    max_length = config.getoption("ssm_max_length")
+    if max_length is not None and max_length < 1:
+        raise UsageError("--ssm-max-length: must be a positive whole number of steps")
+    RUN.max_length = max_length
 
 
 def pytest_configure(config):
@@ -259,6 +267,7 @@ def pytest_sessionfinish(session, exitstatus):
         "subjects": {role: [s.name for s in subs] for role, subs in RUN.subjects.items()},
         "bundled": not RUN.user_subjects, "dtypes": list(RUN.dtypes), "device": RUN.device,
         "without": sorted(RUN.without), "grad": RUN.grad, "call_timeout_s": RUN.call_timeout_s,
+        "max_length": RUN.max_length,
     }
     report.write(RUN.report_dir, exit_status=int(exitstatus), options=options,
                  profile=settings._current_profile, without=RUN.without,
