@@ -1,8 +1,16 @@
 """The pytest plugin of the suite: the ``--ssm-*`` options of CONTRACT.md, the subjects each
-property runs against, Hypothesis profiles, clean failure messages, and the report."""
+property runs against, Hypothesis profiles, clean failure messages, and the report.
+
+Installed, it is the ``pytest11`` entry point named ``ssm_conformance.properties.plugin`` (the
+module's own name, so a checkout's conftest.py that lists it in ``pytest_plugins`` finds it
+registered and does not register it twice). ``--ssm-subject`` with no test paths on the command
+line collects this package's property modules, wherever the suite is installed. Under
+pytest-xdist every worker sends its records to the controller, which writes the one report.
+"""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -125,6 +133,19 @@ def pytest_configure(config):
         _parse(config)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+    _collect_the_suite(config)
+
+
+PROPERTIES_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _collect_the_suite(config) -> None:
+    """``--ssm-subject`` and no test paths on the command line: collect the property suite (this
+    package's directory, installed or in a checkout) instead of the directory pytest was started
+    in or the ``testpaths`` of its configuration. Paths given explicitly are collected as given."""
+    if RUN.user_subjects and config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [PROPERTIES_DIR]
+        config.args_source = pytest.Config.ArgsSource.ARGS
 
 
 _BUNDLED_CACHE: dict[str, Subject] = {}
@@ -177,7 +198,7 @@ def pytest_collection_modifyitems(config, items):
     properties of properties/ that judge our own code, nor other roles')."""
     if not RUN.user_subjects:
         return
-    properties_dir = os.path.dirname(os.path.abspath(__file__))
+    properties_dir = PROPERTIES_DIR
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("ssm_role")
@@ -227,7 +248,7 @@ def pytest_runtest_makereport(item, call):
         return
     entry = RECORDER.entry(sut, _property_name(item))
     entry.duration_s += rep.duration
-    if rep.skipped:
+    if rep.skipped and entry.verdict != "fail":
         entry.verdict = "skip"
         entry.message = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else ""
         if "no backward" in entry.message:
@@ -236,17 +257,30 @@ def pytest_runtest_makereport(item, call):
         entry.verdict = "fail"
         exc = call.excinfo.value if call.excinfo else None
         failure = _subject_failure(exc)
-        notes = [n for n in getattr(failure or exc, "__notes__", [])
-                 if "Falsifying" not in n]  # our reproduction is the readable one
+        notes = hypothesis_notes(getattr(failure or exc, "__notes__", []))
         if failure is not None:
             entry.failure_kind = failure.kind
             header = (f"{sut.role.name} / {sut.subject.name} / {entry.property} / {sut.dtype}: "
                       f"{failure.kind}")
             entry.message = "\n".join([header, failure.message, *notes])
             rep.longrepr = entry.message
+            entry.failed_on_last(failure.message)
         else:
             entry.failure_kind = "error"
             entry.message = f"{type(exc).__name__}: {exc}" if exc else str(rep.longrepr)
+
+
+# Hypothesis's dump of the failing test call: "Falsifying example: test_x(sut=..., case=...)"
+# (before 6.170, and "Falsifying explicit example"), "Failing test case: ..." and "Failing
+# explicit example: ..." (6.170 on). It prints the whole SubjectUnderTest and every array of the
+# case; our reproduction above it is the readable one. Other notes (the @reproduce_failure blob,
+# the seed) are kept.
+_TEST_CASE_DUMP = re.compile(r"\s*(Falsifying|Failing) (explicit )?(example|test case)\b")
+
+
+def hypothesis_notes(notes) -> list[str]:
+    """The notes Hypothesis attached to a failure, less its dump of the failing test call."""
+    return [n for n in notes if not _TEST_CASE_DUMP.match(str(n))]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -260,7 +294,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     f"report.json and plots")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: a worker finished; add its records (one merged report)."""
+    RECORDER.merge(getattr(node, "workeroutput", {}).get("ssm_records", []))
+
+
 def pytest_sessionfinish(session, exitstatus):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller writes the report
+        workeroutput["ssm_records"] = RECORDER.dump()
+        return
     if not RUN.report_dir:
         return
     options = {

@@ -2,13 +2,17 @@
 report.md (a table for people and CI job summaries), PNG plots of error/tolerance against input
 size, and a short table after pytest's own summary.
 
-report.json schema ("ssm-conformance-report/1"):
+report.json schema ("ssm-conformance-report/1"; fields are only ever added to it):
 {
   "schema": "ssm-conformance-report/1",
   "created": ISO-8601 time, "command": [argv...], "exit_status": int,
   "hypothesis_profile": str, "conformant": bool (every property held for every subject),
   "options": {"subjects": {role: [target...]}, "bundled": bool, "dtypes": [...],
-              "device": str, "without": [...], "grad": bool, "call_timeout_s": float},
+              "device": str, "without": [...], "grad": bool, "call_timeout_s": float,
+              "max_length": int | null (--ssm-max-length: sequence lengths capped at it)},
+  "length_capped_at": int | null (the same cap: a capped run is no verdict at longer lengths),
+  "longest_length": {role: int} (longest sequence length judged per role; roles whose cases
+                    have no length: the largest input size),
   "tolerance": {"safety": float, "unit_roundoff": {dtype: u}},
   "results": [{
       "role", "subject", "property", "dtype", "device",
@@ -23,20 +27,24 @@ report.json schema ("ssm-conformance-report/1"):
       "feature_examples": {feature: int} (judged examples that exercised each feature),
       "max_ratio": float (largest error/tolerance; conformance means <= 1),
       "max_abs_error": float, "max_rel_error": float,
-      "worst_example": {"size": int, "ratio": float, "reproduction": str} | null,
+      "longest_length": int (longest sequence length judged; input size where no length),
+      "worst_example": {"size": int, "length": int, "ratio": float, "reproduction": str} | null
+                       (a failed property: the failing example its message shows, shrunk by
+                       Hypothesis; otherwise the example with the largest ratio),
       "duration_s": float
   }]
 }
 """
 from __future__ import annotations
 
-from collections import Counter
-
+import dataclasses
 import datetime
 import json
 import math
 import os
 import sys
+import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 
 SCHEMA = "ssm-conformance-report/1"
@@ -59,7 +67,10 @@ class Entry:
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
     worst: dict | None = None
-    points: list = field(default_factory=list)  # (size, ratio) for the plots
+    last: dict | None = None  # the example judged last (a failure's: the shrunk one it shows)
+    points: list = field(default_factory=list)  # (length, ratio) for the plots
+    longest_length: int = 0
+    by_length: bool = False  # cases carry a sequence length (else: input size)
     duration_s: float = 0.0
 
     def as_json(self, without) -> dict:
@@ -77,8 +88,34 @@ class Entry:
             "max_ratio": _finite_or_str(self.max_ratio),
             "max_abs_error": _finite_or_str(self.max_abs_error),
             "max_rel_error": _finite_or_str(self.max_rel_error),
+            "longest_length": self.longest_length,
             "worst_example": self.worst, "duration_s": round(self.duration_s, 3),
         }
+
+    def failed_on_last(self, message: str) -> None:
+        """A failed property: its worst example is the one its failure message shows. Hypothesis
+        replays the shrunk failing example last, and that replay raised ``message``; the example
+        with the largest ratio is usually a bigger one seen before shrinking."""
+        if self.last is not None and self.last["reproduction"] in message:
+            self.worst = dict(self.last)
+
+    def merge(self, other: "Entry") -> None:
+        """Add the figures of ``other`` (the same row, judged in another process: pytest-xdist)."""
+        self.examples += other.examples
+        self.features.update(other.features)
+        if other.worst is not None and (self.worst is None or self.verdict != "fail" and (
+                other.verdict == "fail" or not other.max_ratio <= self.max_ratio)):
+            self.worst = other.worst
+        if other.verdict == "fail" or other.verdict == "skip" and self.verdict == "pass":
+            self.verdict, self.failure_kind, self.message = (other.verdict, other.failure_kind,
+                                                             other.message)
+        self.max_ratio = max(self.max_ratio, other.max_ratio)
+        self.max_abs_error = max(self.max_abs_error, other.max_abs_error)
+        self.max_rel_error = max(self.max_rel_error, other.max_rel_error)
+        self.points += other.points
+        self.longest_length = max(self.longest_length, other.longest_length)
+        self.by_length = self.by_length or other.by_length
+        self.duration_s += other.duration_s
 
 
 def _finite_or_str(x: float):
@@ -100,13 +137,37 @@ class Recorder:
         entry.examples += 1
         entry.features.update(set(getattr(case, "features", ())))
         size = int(getattr(case, "size", 0))
-        entry.points.append((size, float(ratio)))
+        length = getattr(case, "length", None)  # sequence roles; else the input's size
+        entry.by_length = entry.by_length or length is not None
+        length = size if length is None else int(length)
+        entry.points.append((length, float(ratio)))
+        entry.longest_length = max(entry.longest_length, length)
+        entry.last = {"size": size, "length": length, "ratio": _finite_or_str(float(ratio)),
+                      "reproduction": describe(case)}
         if entry.worst is None or not ratio <= entry.max_ratio:
-            entry.worst = {"size": size, "ratio": _finite_or_str(float(ratio)),
-                           "reproduction": describe(case)}
+            entry.worst = entry.last
         entry.max_ratio = max(entry.max_ratio, float(ratio))
         entry.max_abs_error = max(entry.max_abs_error, float(abs_err))
         entry.max_rel_error = max(entry.max_rel_error, float(rel_err))
+
+
+    def dump(self) -> list[dict]:
+        """The entries as plain data (what a pytest-xdist worker sends to the controller)."""
+        return [dict(dataclasses.asdict(e), features=dict(e.features)) for e in
+                self.entries.values()]
+
+    def merge(self, dumped: list[dict]) -> None:
+        """Add the entries a worker dumped: one report for the whole run."""
+        for data in dumped:
+            data = dict(data, features=Counter(data["features"]),
+                        points=[tuple(p) for p in data["points"]],
+                        role_features=tuple(data["role_features"]))
+            other = Entry(**data)
+            key = (other.role, other.subject, other.property, other.dtype, other.device)
+            if key in self.entries:
+                self.entries[key].merge(other)
+            else:
+                self.entries[key] = other
 
 
 RECORDER = Recorder()
@@ -127,22 +188,41 @@ def table_rows(entries):
 
 def write(directory: str, *, exit_status: int, options: dict, profile: str, tolerance: dict,
           without) -> None:
+    """Write the report; each file atomically (a temporary file renamed over it), so a reader
+    never sees half a report, even while another run writes the same directory."""
     os.makedirs(directory, exist_ok=True)
     entries = list(RECORDER.entries.values())
     results = [e.as_json(without) for e in table_rows(entries)]
+    longest: dict[str, int] = {}
+    for e in entries:
+        longest[e.role] = max(longest.get(e.role, 0), e.longest_length)
     doc = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv, "exit_status": int(exit_status),
         "conformant": int(exit_status) == 0 and all(r["verdict"] != "fail" for r in results),
         "hypothesis_profile": profile, "options": options, "tolerance": tolerance,
+        "length_capped_at": options.get("max_length"),
+        "longest_length": dict(sorted(longest.items())),
         "results": results,
     }
-    with open(os.path.join(directory, "report.json"), "w") as fh:
-        json.dump(doc, fh, indent=2)
-    with open(os.path.join(directory, "report.md"), "w") as fh:
-        fh.write(markdown(doc))
+    _atomic(directory, "report.json", lambda fh: json.dump(doc, fh, indent=2))
+    _atomic(directory, "report.md", lambda fh: fh.write(markdown(doc)))
     plot(directory, entries)
+
+
+def _atomic(directory: str, name: str, write_to, mode: str = "w") -> None:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write_to(fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp's is 0600)
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def markdown(doc: dict) -> str:
@@ -155,6 +235,11 @@ def markdown(doc: dict) -> str:
         f"(NumPy roles: float64), device "
         f"{opts['device']}, per-call time limit {opts['call_timeout_s']:g} s"
         + (f", without {', '.join(opts['without'])}" if opts["without"] else "") + ".", "",
+    ]
+    if opts.get("max_length") is not None:
+        lines += [f"**Capped run:** sequence lengths were capped at {opts['max_length']} "
+                  f"(`--ssm-max-length`); this is no verdict on longer inputs.", ""]
+    lines += [
         "A property holds when every element's |error| against the high-precision oracle is "
         "within its derived tolerance: *max err/tol* <= 1.", "",
         "| role | subject | property | dtype | verdict | max err/tol | max abs err | examples "
@@ -176,8 +261,12 @@ def markdown(doc: dict) -> str:
     if failures:
         lines += ["", "## Failures", ""]
         for r in failures:
-            lines += [f"### {r['role']} / `{r['subject']}` / {r['property']} / {r['dtype']}", "",
-                      "```", r["message"].strip(), "```", ""]
+            lines += [f"### {r['role']} / `{r['subject']}` / {r['property']} / {r['dtype']}", ""]
+            worst = r["worst_example"]
+            if worst is not None:
+                lines += [f"Failing example (shown below): length {worst.get('length', '-')}, "
+                          f"err/tol {_fmt_ratio(worst['ratio'])}.", ""]
+            lines += ["```", r["message"].strip(), "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +281,8 @@ def terminal_lines(entries) -> list[str]:
 
 
 def plot(directory: str, entries) -> None:
-    """One PNG per (role, dtype): error/tolerance against input size, one series per subject."""
+    """One PNG per (role, dtype): error/tolerance against sequence length (input size for roles
+    without one), log axes up to the longest length judged, one series per subject."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -202,18 +292,24 @@ def plot(directory: str, entries) -> None:
         groups.setdefault((e.role, e.dtype), []).append(e)
     for (role, dtype), group in groups.items():
         fig, ax = plt.subplots(figsize=(7, 4.2))
+        longest = max(e.longest_length for e in group)
         for e in group:
-            pts = [(s, r) for s, r in e.points if math.isfinite(r) and r > 0]
+            pts = [(s, r) for s, r in e.points if s > 0 and math.isfinite(r) and r > 0]
             if not pts:
                 continue
             xs, ys = zip(*pts)
             ax.scatter(xs, ys, s=10, alpha=0.6, label=f"{e.subject} ({e.property})")
         ax.axhline(1.0, color="red", lw=1, ls="--", label="tolerance")
         ax.set_yscale("log")
-        ax.set_xlabel("input size")
+        ax.set_xscale("log")
+        ax.set_xlim(0.8, max(2, longest) * 1.25)  # up to the longest length judged
+        by_length = any(e.by_length for e in group)
+        ax.set_xlabel(f"{'sequence length' if by_length else 'input size'} "
+                      f"(longest judged: {longest})")
         ax.set_ylabel("error / tolerance")
         ax.set_title(f"{role} ({dtype})")
         ax.legend(fontsize=6, loc="best")
         fig.tight_layout()
-        fig.savefig(os.path.join(directory, f"{role}-{dtype}.png"), dpi=110)
+        _atomic(directory, f"{role}-{dtype}.png", lambda fh: fig.savefig(fh, format="png",
+                                                                        dpi=110), mode="wb")
         plt.close(fig)

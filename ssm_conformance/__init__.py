@@ -19,3 +19,13 @@ if not _os.path.isdir(_os.path.join(_HERE, "oracle")) and _os.path.isfile(
     __path__.append(_CHECKOUT)  # a checkout: ssm_conformance.oracle is <checkout>/oracle
 
 __version__ = "0.1.0"
+__all__ = ["check"]
+
+
+def __getattr__(name):
+    # ``from ssm_conformance import check``, imported on first use: ``import ssm_conformance``
+    # (which every module of the suite does) stays free of pytest, Hypothesis and torch
+    if name == "check":
+        from ssm_conformance.api import check
+        return check
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
