@@ -1,0 +1,152 @@
+"""The plugin's entry points beside the command line: the Python API ``ssm_conformance.check``,
+the console script's arguments, runs spread over pytest-xdist workers (one merged report), and
+what the report and the failure messages show (Hypothesis's test-case dump left out, a failed
+property's worst example, capped runs, lengths)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ssm_conformance import check
+from ssm_conformance.cli import pytest_args
+from ssm_conformance.properties.options import RUN
+from ssm_conformance.properties.plugin import hypothesis_notes
+from ssm_conformance.properties.report import RECORDER
+from tests.cli import run_suite
+
+CONV_NP = "causal_conv=ssm_conformance.implementations.numpy.convolution:causal_conv"
+CONV_TORCH = "causal_conv=ssm_conformance.implementations.torch.convolution:causal_conv"
+CONV_WRONG = "causal_conv=tests.subjects.lti_wrong:causal_conv_fft_circular"
+
+
+# --- failure messages ----------------------------------------------------------------------------
+
+# The notes Hypothesis attaches to a failure, as its versions write them (hypothesis/core.py):
+# before 6.170 "Falsifying example: ..." / "Falsifying explicit example: ...", from 6.170 on
+# "Failing test case: ..." / "Failing explicit example: ...".
+DUMPS = [
+    "Falsifying example: test_matches_oracle(\n    sut=SubjectUnderTest(subject=Subject(...)),\n"
+    "    case=ConvCase(u=array([0.1]), K=array([0.2])),\n)",
+    "Falsifying explicit example: test_matches_oracle(\n    sut=SubjectUnderTest(...),\n)",
+    "Failing test case: test_matches_oracle(\n    sut=SubjectUnderTest(subject=Subject(...)),\n"
+    "    case=ConvCase(u=array([0.1]), K=array([0.2])),\n)",
+    "Failing explicit example: test_matches_oracle(\n    sut=SubjectUnderTest(...),\n)",
+]
+KEPT = ["You can reproduce this example by temporarily adding @reproduce_failure('6.170.17', "
+        "b'AXic') as a decorator on your test case",
+        "Explanation:\n    These lines were always and only run by failing examples:"]
+
+
+def test_hypothesis_test_case_dumps_are_left_out_in_every_version():
+    assert hypothesis_notes(DUMPS + KEPT) == KEPT
+
+
+# --- the Python API ------------------------------------------------------------------------------
+
+def conv_np(u, K):
+    return np.convolve(u, K)[: len(u)]
+
+
+def conv_scaled(u, K):  # wrong: 1 + 2^-20 times the convolution
+    return np.convolve(u, K)[: len(u)] * (1 + 2.0 ** -20)
+
+
+@pytest.mark.parametrize("kwargs,error,needle", [
+    (dict(role="no_such_role"), ValueError, "role: unknown role 'no_such_role'"),
+    (dict(role=3), TypeError, "role:"),
+    (dict(fn="not callable"), TypeError, "fn: expected a callable"),
+    (dict(role="linear_scan", dtypes=("float8",)), ValueError, "dtypes: unknown dtype 'float8'"),
+    (dict(role="linear_scan", dtypes=3), TypeError, "dtypes:"),
+    (dict(without=("singular_A",)), ValueError, "without: unknown feature 'singular_A'"),
+    (dict(max_examples=0), ValueError, "max_examples"),
+    (dict(max_examples=2.5), TypeError, "max_examples"),
+    (dict(grad="yes"), TypeError, "grad:"),
+])
+def test_check_rejects_bad_arguments_naming_them(kwargs, error, needle):
+    args = dict(role="causal_conv", fn=conv_np)
+    args.update(kwargs)
+    with pytest.raises(error, match=needle.replace("(", r"\(")):
+        check(args.pop("role"), args.pop("fn"), **args)
+
+
+def test_check_passes_a_correct_kernel_and_leaves_the_session_as_it_was():
+    before = (dict(RUN.__dict__), RECORDER.entries)
+    rows = check("causal_conv", conv_np, max_examples=10)
+    (row,) = rows
+    assert row["property"] == "matches_oracle" and row["verdict"] == "pass"
+    assert row["examples"] >= 10 and 0 < row["ratio"] == row["max_ratio"] <= 1
+    assert row["subject"] == f"{__name__}:conv_np" and row["features"] == []
+    assert (dict(RUN.__dict__), RECORDER.entries) == before
+
+
+def test_check_raises_on_a_wrong_kernel_with_the_reproduction():
+    with pytest.raises(AssertionError) as info:
+        check("causal_conv", conv_scaled, max_examples=10)
+    message = str(info.value)
+    assert message.startswith(f"causal_conv / {__name__}:conv_scaled / matches_oracle / "
+                              f"float64: inaccurate")
+    assert "reproduction:" in message and "out = conv_scaled(u, K)" in message
+
+
+# --- the console script --------------------------------------------------------------------------
+
+def test_console_script_turns_role_target_into_ssm_subject():
+    args = pytest_args([CONV_NP, "-o", "addopts=x=1", "--ssm-dtype", "float64", "-k", "a=b"])
+    assert args[:2] == ["-p", "ssm_conformance.properties.plugin"]
+    assert args[4:-1] == ["--ssm-subject", CONV_NP, "-o", "addopts=x=1", "--ssm-dtype",
+                          "float64", "-k", "a=b"]
+    assert args[-1].endswith("properties")  # the installed suite (here: the checkout's)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def test_failed_property_reports_the_example_its_message_shows(tmp_path):
+    # ssm_transposed's largest ratio is seen on a bigger example than the one Hypothesis shrinks
+    # to (the ratio is not what shrinking minimizes): the report shows the shrunk one
+    run = run_suite("--ssm-subject", "ssm_kernel=tests.subjects.s4_wrong_more:ssm_transposed",
+                    report_dir=tmp_path)
+    (row,) = run.report["results"]
+    assert row["verdict"] == "fail"
+    assert row["worst_example"]["reproduction"] in row["message"]
+    assert row["worst_example"]["ratio"] <= row["max_ratio"]
+    md = (tmp_path / "report.md").read_text()
+    assert f"err/tol {row['worst_example']['ratio']:.3g}" in md
+    assert run.report["length_capped_at"] is None and "Capped" not in md  # not capped
+    assert "SubjectUnderTest(" not in run.output and "Falsifying" not in run.output
+    assert "Failing test case" not in run.output
+
+
+def test_capped_run_says_so_and_lengths_are_reported(tmp_path):
+    run = run_suite("--ssm-subject", CONV_NP, "--ssm-max-length", "64", report_dir=tmp_path,
+                    profile="dev")
+    assert run.status == 0, run.output
+    doc = run.report
+    assert doc["length_capped_at"] == 64 and doc["options"]["max_length"] == 64
+    assert "capped at 64" in (tmp_path / "report.md").read_text()
+    (row,) = doc["results"]
+    assert doc["longest_length"] == {"causal_conv": row["longest_length"]}
+    assert row["longest_length"] >= row["worst_example"]["length"] >= 1
+
+
+@pytest.mark.slow
+def test_serial_and_xdist_runs_give_the_same_report(tmp_path):
+    """``-n 2``: the workers' records reach the controller, which writes one report with the
+    rows of a serial run (the ci profile is derandomized: the same examples in both)."""
+    args = ["--ssm-subject", CONV_NP, "--ssm-subject", CONV_TORCH, "--ssm-subject", CONV_WRONG]
+    serial = run_suite(*args, report_dir=tmp_path / "serial")
+    spread = run_suite(*args, "-n", "2", report_dir=tmp_path / "xdist")
+    assert serial.status == spread.status == 1, spread.output
+
+    def rows(run):
+        return [{k: v for k, v in r.items() if k != "duration_s"} for r in run.report["results"]]
+
+    assert len(rows(serial)) == 3 and rows(serial) == rows(spread)
+    assert serial.report["longest_length"] == spread.report["longest_length"]
+    for name in ("report.md", "causal_conv-float64.png"):
+        assert (tmp_path / "xdist" / name).stat().st_size > 0
+    md = [(tmp_path / d / "report.md").read_text() for d in ("serial", "xdist")]
+    assert md[0] == md[1]
+    assert not list((tmp_path / "xdist").glob(".*.tmp"))  # written atomically, nothing left
+    json.loads((tmp_path / "xdist" / "report.json").read_text())
