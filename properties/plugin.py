@@ -127,13 +127,28 @@ def _parse(config) -> None:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ssm_role(name): the contract role a property judges")
-    if not config.getoption("hypothesis_profile", None):
-        settings.load_profile("ci" if os.environ.get("CI") else "dev")
     try:
         _parse(config)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     _collect_the_suite(config)
+    if not config.getoption("hypothesis_profile", None) and _runs_the_suite(config):
+        settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def _runs_the_suite(config) -> bool:
+    """Whether this run is the suite's (its properties collected, or a checkout of it). Installed,
+    the plugin is loaded in every pytest run of the environment: a user's own Hypothesis tests
+    keep their own profile."""
+    if RUN.user_subjects or str(config.rootpath) == os.path.dirname(PROPERTIES_DIR):
+        return True
+    for arg in config.args:
+        path = os.path.abspath(str(arg).split("::")[0])
+        # the suite's directory, a file in it, or a directory above it
+        if (PROPERTIES_DIR + os.sep).startswith(path + os.sep) or \
+                path.startswith(PROPERTIES_DIR + os.sep):
+            return True
+    return False
 
 
 PROPERTIES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -172,9 +187,9 @@ def _cuda_visible() -> bool:
 
 
 def pytest_generate_tests(metafunc):
-    if "sut" not in metafunc.fixturenames:
-        return
     marker = metafunc.definition.get_closest_marker("ssm_role")
+    if "sut" not in metafunc.fixturenames or marker is None:  # not a property of the suite
+        return
     role = ROLES[marker.args[0]]
     if RUN.user_subjects:
         subjects = RUN.subjects.get(role.name, [])

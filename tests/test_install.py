@@ -38,6 +38,11 @@ def off_by_a_bit(u, K):
     return np.convolve(u, K)[: len(u)] * (1 + 2.0 ** -30)
 
 
+def test_the_installed_plugin_leaves_my_hypothesis_profile_alone():
+    from hypothesis import settings
+    assert settings._current_profile in ("default", "ci")  # Hypothesis's own choice
+
+
 def test_correct_kernel_conforms():
     (row,) = check("causal_conv", my_causal_conv, max_examples=10)
     assert row["verdict"] == "pass" and row["ratio"] <= 1
@@ -134,4 +139,4 @@ def test_installed_suite_from_an_empty_directory(installed):
     (user / "test_my_kernel.py").write_text(USER_TEST)
     status, out = _run([python, "-m", "pytest", "test_my_kernel.py", "-q",
                         "-p", "no:cacheprovider"], user)
-    assert status == 0 and "2 passed" in out, out
+    assert status == 0 and "3 passed" in out, out

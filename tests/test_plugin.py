@@ -150,3 +150,20 @@ def test_serial_and_xdist_runs_give_the_same_report(tmp_path):
     assert md[0] == md[1]
     assert not list((tmp_path / "xdist").glob(".*.tmp"))  # written atomically, nothing left
     json.loads((tmp_path / "xdist" / "report.json").read_text())
+
+
+def test_the_suite_profiles_are_loaded_only_for_the_suite(tmp_path):
+    """Installed, the plugin is in every pytest run: a user's own run keeps its Hypothesis
+    profile; the suite's runs (its properties collected, or this checkout) get dev/ci."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ssm_conformance.properties.plugin import PROPERTIES_DIR, _runs_the_suite
+    from tests.cli import ROOT
+
+    def runs(rootpath, *args):
+        return _runs_the_suite(SimpleNamespace(rootpath=Path(rootpath), args=list(args)))
+
+    assert runs(ROOT, "tests") and runs(tmp_path, PROPERTIES_DIR + "/test_scan.py::test_x")
+    assert runs(tmp_path, str(Path(PROPERTIES_DIR).parent))
+    assert not runs(tmp_path, str(tmp_path)) and not runs(tmp_path, PROPERTIES_DIR + "_x")
