@@ -43,9 +43,10 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
     from ssm_conformance.properties.roles import ROLES
 
     spec = _validate(role, fn, dtypes, without, grad, max_examples, ROLES)
-    args = ["-p", PLUGIN, "-W", QUIET_REWRITE, "-q", "--no-header", "-p", "no:cacheprovider", "-o", "addopts=",
-            "-o", "python_files=test_*.py", *spec, "--hypothesis-profile",
-            _profile(max_examples), _properties_dir()]
+    # the user's configuration (addopts: -n, -x, ...) does not apply to the suite's run
+    args = ["-p", PLUGIN, "-W", QUIET_REWRITE, "-q", "--no-header", "-p", "no:cacheprovider",
+            "-o", "addopts=", "-o", "python_files=test_*.py", *spec,
+            "--hypothesis-profile", _profile(max_examples), _properties_dir()]
     return _run(args, ROLES[role], fn)
 
 
@@ -174,7 +175,8 @@ def _run(args, role, fn) -> list[dict]:
     saved_run, saved_entries = copy.copy(RUN.__dict__), RECORDER.entries
     saved_profile, saved_property = settings._current_profile, CURRENT_PROPERTY["name"]
     # the property modules are imported afresh: @given reads the Hypothesis profile at import
-    saved_modules = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith(_TEST_MODULES)}
+    saved_modules = {k: sys.modules.pop(k) for k in list(sys.modules)
+                     if k.startswith(_TEST_MODULES)}
     RECORDER.entries = {}
     output = io.StringIO()
     try:
