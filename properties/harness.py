@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import assume
 
 from ssm_conformance.oracle.reference import Reference
-from ssm_conformance.properties.options import RUN
+from ssm_conformance.properties.options import RUN, enabled
 from ssm_conformance.properties.report import RECORDER
 from ssm_conformance.properties.roles import Role
 from ssm_conformance.properties.subjects import Subject, SubjectFailure
@@ -384,3 +384,11 @@ def skip_unless_grad(sut, case, wrt, cotangent):
         if failure.kind == "no_backward":
             pytest.skip("no backward (not judged without --ssm-grad)")
     pytest.skip("backward not judged (run with --ssm-grad)")
+
+
+def skip_unless_non_contiguous():
+    """Strided layouts are the feature ``non_contiguous`` (CONTRACT.md): left out by
+    ``--ssm-without non_contiguous``, the non_contiguous properties are skipped."""
+    import pytest
+    if not enabled("non_contiguous"):
+        pytest.skip("the non_contiguous feature is left out (--ssm-without non_contiguous)")
