@@ -10,7 +10,9 @@ feature as left out, and counts the examples that exercised it when it is in.
 * S4's generating-function DPLR kernel (tests/subjects/s4_textbook.py) is singular where
   Re lambda_i = 0 (g(z_j) meets lambda_i; lambda = 0 at z_0 = 1).
 
-CLI runs, ``ci-noshrink`` profile, only the properties concerned.
+CLI runs, only the properties concerned: the failing runs in ``ci-noshrink`` (they stop at the
+first failure), the conforming ones in ``dev`` with a fixed seed (25 examples, as
+test_meta_s4's rank2 test) to keep the suite's CI time down.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ def scan_runs(tmp_path_factory):
                          profile="ci-noshrink", report_dir=tmp_path_factory.mktemp("nc0")),
         True: run_suite("-k", "non_contiguous or (matches_oracle and not vjp)",
                         *subjects(SCANS), "--ssm-without", "non_contiguous",
-                        profile="ci-noshrink", report_dir=tmp_path_factory.mktemp("nc1")),
+                        "--hypothesis-seed", "0",
+                        profile="dev", report_dir=tmp_path_factory.mktemp("nc1")),
     }
 
 
@@ -75,16 +78,18 @@ def test_selective_scan_ref_conforms_without_non_contiguous(scan_runs, target):
     assert rows["non_contiguous"]["verdict"] == "skip"
     assert all(r["features_left_out"] == ["non_contiguous"] for r in rows.values())
     assert "non_contiguous" not in rows["matches_oracle"]["features_exercised"]
+    assert "complex_A" in rows["matches_oracle"]["features_exercised"]   # contiguous complex B/C
     assert run.status == 0, run.output[-3000:]
 
 
 @pytest.fixture(scope="module")
 def dplr_runs(tmp_path_factory):
     args = ["-k", "matches_oracle", "--ssm-subject", f"dplr_kernel={TEXTBOOK}"]
-    return {without: run_suite(*args, *(["--ssm-without", "marginal_Lambda"] if without else []),
-                               profile="ci-noshrink",
-                               report_dir=tmp_path_factory.mktemp(f"ml{int(without)}"))
-            for without in (False, True)}
+    return {
+        False: run_suite(*args, profile="ci-noshrink", report_dir=tmp_path_factory.mktemp("ml0")),
+        True: run_suite(*args, "--ssm-without", "marginal_Lambda", "--hypothesis-seed", "0",
+                        profile="dev", report_dir=tmp_path_factory.mktemp("ml1")),
+    }
 
 
 def test_generating_function_dplr_fails_on_marginal_Lambda(dplr_runs):
@@ -100,5 +105,5 @@ def test_generating_function_dplr_conforms_without_marginal_Lambda(dplr_runs):
     row = _rows(run, TEXTBOOK)["matches_oracle"]
     assert row["verdict"] == "pass", row["message"]
     assert row["features_left_out"] == ["marginal_Lambda"]
-    assert row["feature_examples"]["marginal_Lambda"] == 0
+    assert row["feature_examples"]["marginal_Lambda"] == 0 and row["examples"] >= 20
     assert run.status == 0, run.output[-3000:]
