@@ -81,6 +81,7 @@ def _hints(out, expected, tol):
                         f"{_axis_name(out, axis)} (out[t] = expected[t+1]): an off-by-one "
                         f"in the time index?")
         if n >= 2:
-            if _explains(out, expected, np.flip(expected, axis), np.maximum(tol, np.flip(tol, axis))):
+            flipped_tol = np.maximum(tol, np.flip(tol, axis))
+            if _explains(out, expected, np.flip(expected, axis), flipped_tol):
                 yield (f"looks like the expected value in reversed order "
                         f"{_axis_name(out, axis)}: a kernel or scan run backwards (flipped)?")

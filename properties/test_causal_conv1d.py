@@ -23,7 +23,8 @@ from hypothesis import given
 
 from ssm_conformance.oracle import causal_conv1d as oracle_conv
 from ssm_conformance.properties import tolerance as tm
-from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad, skip_unless_non_contiguous
+from ssm_conformance.properties.harness import (Output, oracle, skip_unless_grad,
+                                                skip_unless_non_contiguous)
 from ssm_conformance.properties.strategies.conv1d import conv1d_cases, redraw_future
 from ssm_conformance.properties.strategies.ssd import strided, use_layout
 

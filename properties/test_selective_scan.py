@@ -40,7 +40,8 @@ from hypothesis import strategies as st
 from ssm_conformance.oracle import selective_scan as oracle_ss
 from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.properties import tolerance as tm
-from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad, skip_unless_non_contiguous
+from ssm_conformance.properties.harness import (Output, oracle, skip_unless_grad,
+                                                skip_unless_non_contiguous)
 from ssm_conformance.properties.options import enabled
 from ssm_conformance.properties.strategies.common import seeds
 from ssm_conformance.properties.strategies.selective import (LAYOUTS, METAMORPHIC_ELEMENTS, batch_element,
