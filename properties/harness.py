@@ -14,7 +14,8 @@ import numpy as np
 from hypothesis import assume
 
 from ssm_conformance.oracle.reference import Reference
-from ssm_conformance.properties.options import RUN
+from ssm_conformance.properties import diagnosis
+from ssm_conformance.properties.options import RUN, enabled
 from ssm_conformance.properties.report import RECORDER
 from ssm_conformance.properties.roles import Role
 from ssm_conformance.properties.subjects import Subject, SubjectFailure
@@ -284,19 +285,22 @@ class SubjectUnderTest:
             flat = int(np.argmax(ratio))
             index = np.unravel_index(flat, ratio.shape)
             entry = (float(ratio.max()), name, tuple(int(i) for i in index), out[index],
-                     expected[index], tol[index], float(err.max()), float(np.max(rel)))
+                     expected[index], tol[index], float(err.max()), float(np.max(rel)),
+                     (out, expected, tol))
             if worst is None or entry[0] > worst[0]:
                 worst = entry
         if worst is None:
             return
-        ratio, name, index, got, want, tol_at, abs_err, rel_err = worst
+        ratio, name, index, got, want, tol_at, abs_err, rel_err, arrays = worst
         self.record(case, ratio, abs_err, rel_err)
         if not ratio <= 1.0:
+            found = diagnosis.hint(*arrays)   # a simple transform of the oracle? (diagnosis.py)
             raise SubjectFailure(
                 "inaccurate",
                 f"error exceeds the tolerance: {name}{list(index)} = {got!r}, oracle {want!r}, "
                 f"|error| = {abs(got - want):.3e} > tolerance {tol_at:.3e} "
-                f"(error/tolerance = {ratio:.3g})\n{self._repro(case)}")
+                f"(error/tolerance = {ratio:.3g})\n"
+                + (f"hint: {name} {found}\n" if found else "") + self._repro(case))
 
     def judge_finite(self, case, name, out, expected, dtype=None):
         """Fail as non_finite where ``out`` is NaN/Inf and the exact ``expected`` is finite (an
@@ -384,3 +388,11 @@ def skip_unless_grad(sut, case, wrt, cotangent):
         if failure.kind == "no_backward":
             pytest.skip("no backward (not judged without --ssm-grad)")
     pytest.skip("backward not judged (run with --ssm-grad)")
+
+
+def skip_unless_non_contiguous():
+    """Strided layouts are the feature ``non_contiguous`` (CONTRACT.md): left out by
+    ``--ssm-without non_contiguous``, the non_contiguous properties are skipped."""
+    import pytest
+    if not enabled("non_contiguous"):
+        pytest.skip("the non_contiguous feature is left out (--ssm-without non_contiguous)")

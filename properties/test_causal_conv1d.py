@@ -23,7 +23,8 @@ from hypothesis import given
 
 from ssm_conformance.oracle import causal_conv1d as oracle_conv
 from ssm_conformance.properties import tolerance as tm
-from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.harness import (Output, oracle, skip_unless_grad,
+                                                skip_unless_non_contiguous)
 from ssm_conformance.properties.strategies.conv1d import conv1d_cases, redraw_future
 from ssm_conformance.properties.strategies.ssd import strided, use_layout
 
@@ -123,6 +124,7 @@ def _layout(case):
 @pytest.mark.ssm_role("causal_conv1d", property="non_contiguous")
 @given(case=conv1d_cases())
 def test_causal_conv1d_non_contiguous(sut, case):
+    skip_unless_non_contiguous()
     use_layout(sut, case, *_layout(case))
     y = _out(sut, case, sut.call(case))
     ref = _ref(sut, case)

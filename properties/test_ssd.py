@@ -31,7 +31,7 @@ from hypothesis import given
 from ssm_conformance.oracle import ssd as oracle_ssd
 from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.properties import tolerance as tm
-from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
+from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad, skip_unless_non_contiguous
 from ssm_conformance.properties.options import enabled
 from ssm_conformance.properties.strategies.ssd import redraw_future, ssd_cases, use_layout
 
@@ -199,5 +199,6 @@ def test_ssd_state_carry(sut, case):
 @pytest.mark.ssm_role("ssd", property="non_contiguous")
 @given(case=ssd_cases(max_cost=2048))
 def test_ssd_non_contiguous(sut, case):
+    skip_unless_non_contiguous()
     use_layout(sut, case, "axes stored in reverse order")
     _judge_against_oracle(sut, case)

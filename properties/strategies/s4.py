@@ -33,12 +33,16 @@ What is drawn, and why:
   g(z_j) can meet an eigenvalue: FouT, and LegT/LagT of odd N, have lambda = 0 (~1e-16 as
   computed), met by g(1) = 0), "dissipative"
   (Q = P, Re Lambda <= 0: A + A^* <= 0, so A is stable or marginal whatever the size of P, and
-  the Woodbury term is large), "imaginary" (the same with Re Lambda = 0: marginal), and "general"
+  the Woodbury term is large), "imaginary" (the same with Re Lambda = 0: marginal; lambda = 0
+  exactly in half of them), and "general"
   (Q != P, ||P^T conj(Q)|| <= min_i |Re lambda_i| / 2, so A is stable by Bauer-Fike).
   HiPPO-LegT (rank 2) is its own kind, so rank 2 is drawn in about 4 of 10 draws.
   In half the non-HiPPO draws the decay is tied to L: L dt (max_i |Re lambda_i| +
   ||P^T conj(Q)||) <= 5, which bounds every eigenvalue's decay (Bauer-Fike), so Abar^L is not
   negligible and a kernel that omits S4's C~ = C (I - Abar^L) is visibly wrong.
+  Some Re lambda_i = 0 exactly (imaginary, HiPPO LegT/LagT/FouT) is the feature
+  ``marginal_Lambda``: the generating-function algorithm is singular there (g(z_j) = lambda_i);
+  ``--ssm-without marginal_Lambda`` leaves those kinds out (every Re lambda_i < 0).
 """
 from __future__ import annotations
 
@@ -291,6 +295,9 @@ def s4d_cases(draw, max_n: int = MAX_N, max_l: int = MAX_L, budget: int = DIAGON
 
 DPLR_KINDS = ("dissipative", "imaginary", "general", "hippo-legs", "hippo-legt", "hippo-lagt",
               "hippo-fout")
+# kinds with some Re Lambda_i = 0 exactly (the feature marginal_Lambda): the HiPPO DPLR forms
+# other than LegS have Re Lambda = 0 (the dissipation is all in P), "imaginary" by construction
+MARGINAL_KINDS = ("imaginary", "hippo-legt", "hippo-lagt", "hippo-fout")
 
 
 def _hippo_dplr(draw, measure: str, n: int, rng: np.random.Generator):
@@ -310,6 +317,8 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
                   wide_one_in=wide_one_in)
     # HiPPO-LegT has rank 2 (and needs N >= 2), the other measures rank 1; FouT needs even N
     kinds = [k for k in DPLR_KINDS if k != "hippo-legt" or (enabled("rank2") and n >= 2)]
+    if not enabled("marginal_Lambda"):  # every Re Lambda < 0: no "imaginary", no LegT/LagT/FouT
+        kinds = [k for k in kinds if k not in MARGINAL_KINDS]
     rng = _rng(draw(seeds()), n, L)
     kind = str(rng.choice(kinds))
     if kind == "hippo-fout" and n % 2:
@@ -331,6 +340,8 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
         else:
             a = np.exp(rng.uniform(np.log(1e-3), np.log(2.0), n))
         b = rng.uniform(-im_scale, im_scale, n)
+        if kind == "imaginary" and rng.random() < 0.5:
+            b[rng.integers(n)] = 0.0  # lambda = 0 exactly: met by g(z_0) = g(1) = 0
         P = _complex_normal(rng, rank, n)
         if kind == "general":  # ||P^T conj(Q)||_2 <= min a / 2: stable (Bauer-Fike)
             Q = _complex_normal(rng, rank, n)
@@ -350,7 +361,10 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
                     a, P, Q = a * s, P * math.sqrt(s), Q * math.sqrt(s)
         Lam = -a + 1j * b
         B, C = _complex_normal(rng, n), _complex_normal(rng, n)
-    features = frozenset({"rank2"}) if rank == 2 else frozenset()
+    features = {"rank2"} if rank == 2 else set()
+    if np.any(np.real(Lam) == 0):
+        features.add("marginal_Lambda")
+    features = frozenset(features)
     return DPLRCase(Lambda=np.asarray(Lam, np.complex128), P=np.asarray(P, np.complex128),
                     Q=np.asarray(Q, np.complex128), B=np.asarray(B, np.complex128),
                     C=np.asarray(C, np.complex128), dt=float(dt), L=L, kind=kind,

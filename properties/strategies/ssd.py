@@ -270,4 +270,6 @@ def use_layout(sut, case, name: str, transform=strided):
     key = ("_inputs", sut.dtype, sut.device)
     case.__dict__["_prepared"][key] = {k: transform(v) for k, v in args.items()}
     case.layout = name
+    case.features = frozenset(case.features) | {"non_contiguous"}   # counted by the report
     return case
+
