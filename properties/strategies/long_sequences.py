@@ -1,0 +1,34 @@
+"""Lengths of the long sequences (issue 11) for linear_scan, selective_scan and
+selective_state_update: explicit lengths every profile judges, and drawn ones up to 2^17."""
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from ssm_conformance.properties.options import length_cap
+
+MAX_LONG_LENGTH = 1 << 17
+# 2^k - 1, 2^k, 2^k + 1 for k = 11..17, and one past a multiple of the chunk sizes kernels use
+# (64, 128, 256: Triton and CUDA chunks; 2048: mamba-ssm's selective-scan chunk; 4096)
+POWER_LENGTHS = tuple(2**k + e for k in range(11, 18) for e in (-1, 0, 1))
+CHUNK_LENGTHS = (7 * 64 + 1, 9 * 128 + 1, 5 * 256 + 1, 3 * 2048 + 1, 5 * 4096 + 1)
+EXPLICIT_LENGTHS = CHUNK_LENGTHS + POWER_LENGTHS
+# Each subject call costs l sequential steps twice (the harness checks determinism), so a role's
+# two oracle properties share the explicit lengths: matches_oracle judges the chunk lengths and
+# 2^k +- 1 for odd k (11, 13, 15, 17), vjp_matches_oracle those of even k (12, 14, 16) and
+# 3 * 2048 + 1. Together: every explicit length, each profile, >= 2^16 in both.
+FORWARD_LENGTHS = CHUNK_LENGTHS + tuple(2**k + e for k in (11, 13, 15, 17) for e in (-1, 0, 1))
+BACKWARD_LENGTHS = (3 * 2048 + 1,) + tuple(2**k + e for k in (12, 14, 16) for e in (-1, 0, 1))
+
+
+def long_profile() -> bool:
+    """Whether the run is the ``thorough`` profile (it goes to 2^20 elements per tensor)."""
+    return getattr(settings, "_current_profile", None) == "thorough"
+
+
+def long_lengths(min_length: int, max_length: int = MAX_LONG_LENGTH):
+    """Lengths min_length..max_length, log-uniform (every octave as likely), capped by
+    --ssm-max-length."""
+    return st.integers(min_length.bit_length() - 1, max_length.bit_length() - 1).flatmap(
+        lambda k: st.integers(max(min_length, 2**k), min(max_length, 2**(k + 1) - 1))
+    ).map(length_cap)
