@@ -19,6 +19,16 @@ EXPLICIT_LENGTHS = CHUNK_LENGTHS + POWER_LENGTHS
 # 3 * 2048 + 1. Together: every explicit length, each profile, >= 2^16 in both.
 FORWARD_LENGTHS = CHUNK_LENGTHS + tuple(2**k + e for k in (11, 13, 15, 17) for e in (-1, 0, 1))
 BACKWARD_LENGTHS = (3 * 2048 + 1,) + tuple(2**k + e for k in (12, 14, 16) for e in (-1, 0, 1))
+# selective_state_update: a decode sequence of l steps is l checked subject calls (~1.4 ms each on
+# this 2-core machine: two calls in a thread per step for the hang and determinism checks), so
+# decode_equals_scan judges one past the chunk sizes 64, 128, 256, 2048 and 4096 in every profile
+# (~9000 steps, ~13 s), and thorough adds 2^16 + 1 and 2^17 + 1 steps.
+
+
+def decode_lengths():
+    """The explicit decode lengths of the current profile."""
+    return (7 * 64 + 1, 9 * 128 + 1, 5 * 256 + 1, 2049, 4097) + \
+        ((2**16 + 1, 2**17 + 1) if long_profile() else ())
 
 
 def long_profile() -> bool:

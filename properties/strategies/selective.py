@@ -556,6 +556,43 @@ def long_selective_cases(draw, min_length=ORACLE_ELEMENTS + 1, max_decay=None):
         complex_A=enabled("complex_A") and draw(st.booleans()), max_decay=max_decay)
 
 
+def decode_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", dt="typical",
+                          dt_softplus=True, D=False, z=False, dt_bias=False) -> DecodeCase:
+    """The DecodeCase of ``seed``: l decode steps from a zero state (kinds as in decode_cases);
+    deterministic."""
+    kwargs = dict(seed=seed, b=b, d=d, l=l, n=n, A=A, dt=dt, dt_softplus=dt_softplus, D=D, z=z,
+                  dt_bias=dt_bias)
+    rng = np.random.default_rng(seed)
+    dtm = _delta(dt, (b, d, l), dt_softplus, rng)
+    bias = None
+    if dt_bias:
+        bias = rng.uniform(-4.0, 4.0, size=d) if dt_softplus else rng.uniform(0.0, 0.5, size=d)
+    features = {f for f, on in (("D", D), ("z", z), ("dt_bias", dt_bias),
+                                ("dt_softplus", dt_softplus)) if on}
+    case = DecodeCase(state=np.zeros((b, d, n)), x=rng.standard_normal((b, d, l)),
+                      dt=_away_from_threshold(dtm, bias), A=_A(A, d, n, rng),
+                      B=rng.standard_normal((b, n, l)), C=rng.standard_normal((b, n, l)),
+                      D=rng.standard_normal(d) if D else None,
+                      z=2.0 * rng.standard_normal((b, d, l)) if z else None,
+                      dt_bias=bias, dt_softplus=dt_softplus, features=frozenset(features),
+                      info={"A": A, "dt": dt, "long": True})
+    case.rebuild = (_MODULE, _call_source("decode_case_from_seed", **kwargs))
+    return case
+
+
+def explicit_decode(lengths):
+    """Keyword arguments of explicit long decode sequences of ``lengths`` (tiny b d n, features
+    varied; removed ones left out)."""
+    cases = []
+    for i, l in enumerate(lengths):
+        coin = np.random.default_rng(8800 + i).random(4) < 0.5
+        on = {f: bool(c) and enabled(f) for f, c in zip(("D", "z", "dt_bias", "dt_softplus"), coin)}
+        kinds = SOFTPLUS_DELTA_KINDS if on["dt_softplus"] else PLAIN_DELTA_KINDS
+        cases.append(dict(seed=3100 + i, b=1, d=1 + i % 2, l=length_cap(l), n=(2, 1, 4)[i % 3],
+                          A=A_KINDS[i % len(A_KINDS)], dt=kinds[i % len(kinds)], **on))
+    return cases
+
+
 # ----------------------------------------------------------------------------------------------
 # derived inputs of the metamorphic properties
 
