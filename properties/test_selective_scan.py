@@ -51,14 +51,14 @@ from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
 from ssm_conformance.properties.options import enabled
 from ssm_conformance.properties.strategies.common import seeds
 from ssm_conformance.properties.strategies.long_sequences import (BACKWARD_LENGTHS,
-                                                                 FORWARD_LENGTHS)
+                                                                 FORWARD_LENGTHS, with_explicit)
 from ssm_conformance.properties.strategies.selective import (LAYOUTS, METAMORPHIC_ELEMENTS,
                                                             ORACLE_ELEMENTS, batch_element,
                                                             explicit_selective,
                                                             long_selective_cases,
                                                             redraw_after, selective_case_from_seed,
                                                             selective_cases, split_cases, strided,
-                                                            time_slice, with_explicit)
+                                                            time_slice)
 
 OPTIONAL = ("D", "z", "delta_bias")
 ORACLE_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")

@@ -28,10 +28,9 @@ from ssm_conformance.oracle import long_scan
 from ssm_conformance.oracle import selective_scan as oracle_ss
 from ssm_conformance.properties import tolerance as tm
 from ssm_conformance.properties.harness import Output, oracle
-from ssm_conformance.properties.strategies.long_sequences import decode_lengths
+from ssm_conformance.properties.strategies.long_sequences import decode_lengths, with_explicit
 from ssm_conformance.properties.strategies.selective import (decode_case_from_seed, decode_cases,
-                                                            explicit_decode, state_update_cases,
-                                                            with_explicit)
+                                                            explicit_decode, state_update_cases)
 from ssm_conformance.properties.subjects import SubjectFailure
 
 HALF = ("bfloat16", "float16")

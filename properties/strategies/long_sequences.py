@@ -42,3 +42,38 @@ def long_lengths(min_length: int, max_length: int = MAX_LONG_LENGTH):
     return st.integers(min_length.bit_length() - 1, max_length.bit_length() - 1).flatmap(
         lambda k: st.integers(max(min_length, 2**k), min(max_length, 2**(k + 1) - 1))
     ).map(length_cap)
+
+
+def call_source(name, **kwargs) -> str:
+    """``name(k=v, ...)`` as Python source: a generator call printed as a reproduction."""
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
+class LazyCase:
+    """An explicit case built on first use by ``factory(**kwargs)`` (importing the properties stays
+    cheap); attributes are the built case's."""
+
+    def __init__(self, factory, kwargs):
+        self._factory, self._kwargs, self._case = factory, kwargs, None
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_factory", "_kwargs", "_case"):
+            raise AttributeError(name)
+        if self.__dict__["_case"] is None:
+            self.__dict__["_case"] = self.__dict__["_factory"](**self.__dict__["_kwargs"])
+        return getattr(self.__dict__["_case"], name)
+
+    def __repr__(self):
+        return call_source(self._factory.__name__, **self._kwargs)
+
+
+def with_explicit(factory, cases, arg="case"):
+    """Decorator: the test judges ``factory(**kw)`` for each kw in ``cases`` first (Hypothesis's
+    explicit phase: every profile)."""
+    from hypothesis import example
+
+    def decorate(test):
+        for kw in reversed(cases):
+            test = example(**{arg: LazyCase(factory, kw)})(test)
+        return test
+    return decorate

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from ssm_conformance.properties.options import enabled, length_cap
 from ssm_conformance.properties.strategies.common import lengths, seeds
-from ssm_conformance.properties.strategies.long_sequences import long_lengths, long_profile
+from ssm_conformance.properties.strategies.long_sequences import (long_lengths, long_profile,
+                                                                 with_explicit)
 
 A_KINDS = ("uniform", "near_one", "zeros_and_ones", "selective")
 
@@ -114,31 +115,7 @@ def _long_explicit(lengths):
 
 def with_long_cases(lengths):
     """Decorator: the test judges the explicit long cases of ``lengths`` first (every profile)."""
-    from hypothesis import example
-
-    def decorate(test):
-        for kw in reversed(_long_explicit(lengths)):
-            test = example(case=_LazyScanCase(kw))(test)
-        return test
-    return decorate
-
-
-class _LazyScanCase:
-    """An explicit case built on first use (import stays cheap)."""
-
-    def __init__(self, kwargs):
-        self._kwargs = kwargs
-        self._case = None
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if self.__dict__["_case"] is None:
-            self.__dict__["_case"] = scan_case_from_seed(**self.__dict__["_kwargs"])
-        return getattr(self.__dict__["_case"], name)
-
-    def __repr__(self):
-        return f"scan_case_from_seed(**{self._kwargs})"
+    return with_explicit(scan_case_from_seed, _long_explicit(lengths))
 
 
 @st.composite

@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 
 from ssm_conformance.properties.options import enabled, length_cap
 from ssm_conformance.properties.strategies.common import seeds
-from ssm_conformance.properties.strategies.long_sequences import long_lengths, long_profile
+from ssm_conformance.properties.strategies.long_sequences import (call_source as _call_source,
+                                                                 long_lengths, long_profile)
 
 SPECIAL_LENGTHS = (1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 127, 128, 129, 251,
                    255, 256, 257, 509, 511, 512, 513, 1021, 1023, 1024, 1025, 1031, 1100)
@@ -427,10 +428,6 @@ THOROUGH_ELEMENTS = 1 << 20    # thorough: 2^20 elements per tensor
 _MODULE = "ssm_conformance.properties.strategies.selective"
 
 
-def _call_source(name, **kwargs):
-    return f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-
-
 def selective_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", delta="typical",
                              softplus=True, B="variable", C="variable", g=1, D=False, z=False,
                              delta_bias=False, last_state=False, complex_A=False,
@@ -501,36 +498,6 @@ def explicit_selective(lengths, max_decay=None):
                           delta_bias=on["delta_bias"], last_state=on["last_state"],
                           complex_A=on["complex_A"], max_decay=max_decay))
     return cases
-
-
-class LazyCase:
-    """An explicit case built on first use by ``factory(**kwargs)`` (importing the properties stays
-    cheap); attributes are the built case's."""
-
-    def __init__(self, factory, kwargs):
-        self._factory, self._kwargs, self._case = factory, kwargs, None
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name in ("_factory", "_kwargs", "_case"):
-            raise AttributeError(name)
-        if self.__dict__["_case"] is None:
-            self.__dict__["_case"] = self.__dict__["_factory"](**self.__dict__["_kwargs"])
-        return getattr(self.__dict__["_case"], name)
-
-    def __repr__(self):
-        return _call_source(self._factory.__name__, **self._kwargs)
-
-
-def with_explicit(factory, cases, arg="case"):
-    """Decorator: the test judges ``factory(**kw)`` for each kw in ``cases`` first (Hypothesis's
-    explicit phase: every profile)."""
-    from hypothesis import example
-
-    def decorate(test):
-        for kw in reversed(cases):
-            test = example(**{arg: LazyCase(factory, kw)})(test)
-        return test
-    return decorate
 
 
 @st.composite
