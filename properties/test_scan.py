@@ -7,10 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
+from ssm_conformance.oracle import long_scan
 from ssm_conformance.oracle import scan as oracle_scan
 from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
-from ssm_conformance.properties.strategies.scans import scan_cases
+from ssm_conformance.properties.strategies.long_sequences import (BACKWARD_LENGTHS,
+                                                                 FORWARD_LENGTHS)
+from ssm_conformance.properties.strategies.scans import (ORACLE_LENGTH, long_scan_cases,
+                                                        scan_cases, with_long_cases)
+
+# a few drawn examples are long (2 of the 100 ci examples: each costs the subject l steps, twice)
+CASES = st.integers(0, 7).flatmap(lambda i: long_scan_cases() if i == 7 else scan_cases())
 
 
 def _kind(case):
@@ -18,22 +26,30 @@ def _kind(case):
 
 
 @pytest.mark.ssm_role("linear_scan", property="matches_oracle")
-@given(case=scan_cases())
+@with_long_cases(FORWARD_LENGTHS)
+@given(case=CASES)
 def test_linear_scan_matches_oracle(sut, case):
     (h,) = sut.outputs(sut.call(case), [Output("h", case.a.shape, _kind(case))])
     exact = sut.exact(case)
-    ref = oracle(oracle_scan.linear_scan, exact["a"], exact["b"])
+    if case.length <= ORACLE_LENGTH:
+        ref = oracle(oracle_scan.linear_scan, exact["a"], exact["b"])
+    else:
+        ref = long_scan.linear_scan(exact["a"], exact["b"], subject_dtype=sut.dtype)
     sut.judge(case, [("h", h, ref, [(ref.magnitudes["depth"], ref.magnitudes["abs_scan"])])])
 
 
 @pytest.mark.ssm_role("linear_scan", property="vjp_matches_oracle")
-@given(case=scan_cases())
+@with_long_cases(BACKWARD_LENGTHS)
+@given(case=CASES)
 def test_linear_scan_vjp_matches_oracle(sut, case):
     skip_unless_grad(sut, case, wrt=("a", "b"), cotangent=case.cotangent)
     exact = sut.exact(case)
     cot = sut.rounded(case.cotangent)   # as the subject's backward receives it
     _, grads = sut.call_vjp(case, ("a", "b"), cot)
-    refs = oracle(oracle_scan.linear_scan_vjp, exact["a"], exact["b"], cot)
+    if case.length <= ORACLE_LENGTH:
+        refs = oracle(oracle_scan.linear_scan_vjp, exact["a"], exact["b"], cot)
+    else:
+        refs = long_scan.linear_scan_vjp(exact["a"], exact["b"], cot, subject_dtype=sut.dtype)
     checks = []
     for name in ("a", "b"):
         (g,) = sut.outputs(grads[name], [Output(f"grad_{name}", case.a.shape, _kind(case))])

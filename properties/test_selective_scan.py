@@ -29,6 +29,12 @@ oracle's reach.
 The last state may come back in the compute dtype (float32 for float32 and half dtypes, float64
 for float64) or in A's dtype (mamba-ssm's ``selective_scan_ref`` returns it in A's dtype: float32,
 as A is an fp32 weight); complex for complex A. It is judged with the rounding of the dtype it has.
+
+Long sequences (issue 11): matches_oracle and vjp_matches_oracle judge explicit long cases in
+every profile (lengths up to 2^17 + 1, strategies/long_sequences.py, shared between the two) and
+draw a few long ones; beyond the multiple-precision oracle's budget the reference is the long
+tier (oracle/long_scan.py: float64, or 80-bit long double for float64 subjects, with its own
+derived error bound in Reference.error, which the tolerance adds).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ssm_conformance.oracle import long_scan
 from ssm_conformance.oracle import selective_scan as oracle_ss
 from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.properties import tolerance as tm
@@ -44,9 +51,15 @@ from ssm_conformance.properties.harness import (Output, oracle, skip_unless_grad
                                                 skip_unless_non_contiguous)
 from ssm_conformance.properties.options import enabled
 from ssm_conformance.properties.strategies.common import seeds
-from ssm_conformance.properties.strategies.selective import (LAYOUTS, METAMORPHIC_ELEMENTS, batch_element,
-                                             redraw_after, selective_cases, split_cases, strided,
-                                             time_slice)
+from ssm_conformance.properties.strategies.long_sequences import (BACKWARD_LENGTHS,
+                                                                 FORWARD_LENGTHS, with_explicit)
+from ssm_conformance.properties.strategies.selective import (LAYOUTS, METAMORPHIC_ELEMENTS,
+                                                            ORACLE_ELEMENTS, batch_element,
+                                                            explicit_selective,
+                                                            long_selective_cases,
+                                                            redraw_after, selective_case_from_seed,
+                                                            selective_cases, split_cases, strided,
+                                                            time_slice)
 
 OPTIONAL = ("D", "z", "delta_bias")
 ORACLE_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")
@@ -133,31 +146,55 @@ def _pair(name, got, other, mag_ref, out_dtype=None):
     return check + ((out_dtype,) if out_dtype else ())
 
 
+def _long(case) -> bool:
+    """Beyond the multiple-precision oracle's budget: judged against the long tier."""
+    b, d, l, n = case.shape
+    return l > 1100 or b * d * l * n * (2 if case.complex else 1) > ORACLE_ELEMENTS
+
+
+def _cases(max_decay=None):
+    """Mostly the oracle-sized cases, a few long ones (each costs the subject l steps, twice)."""
+    return st.integers(0, 7).flatmap(
+        lambda i: long_selective_cases(max_decay=max_decay) if i == 7
+        else selective_cases(max_decay=max_decay))
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 @pytest.mark.ssm_role("selective_scan", property="matches_oracle")
-@given(case=selective_cases())
+@with_explicit(selective_case_from_seed, explicit_selective(FORWARD_LENGTHS))
+@given(case=_cases())
 def test_selective_scan_matches_oracle(sut, case):
     out, last, ld = _outputs(sut, case, sut.call(case))
     kwargs = _oracle_kwargs(sut, case)
-    if last is None:
+    if _long(case):
+        ref, ref_last = long_scan.selective_scan(return_last_state=True, **kwargs,
+                                                 subject_dtype=sut.dtype)
+    elif last is None:
         ref = oracle(oracle_ss.selective_scan, **kwargs)
+    else:
+        ref, ref_last = oracle(oracle_ss.selective_scan, return_last_state=True, **kwargs)
+    if last is None:
         sut.judge(case, [("out", out, ref, tm.selective_scan_terms(ref))])
         return
-    ref, ref_last = oracle(oracle_ss.selective_scan, return_last_state=True, **kwargs)
     sut.judge(case, [
         ("out", out, ref, tm.selective_scan_terms(ref)),
         ("last_state", last, ref_last, tm.selective_scan_terms(ref_last), ld)])
 
 
 @pytest.mark.ssm_role("selective_scan", property="vjp_matches_oracle")
-@given(case=selective_cases(max_decay=80.0))
+@with_explicit(selective_case_from_seed, explicit_selective(BACKWARD_LENGTHS, max_decay=80.0))
+@given(case=_cases(max_decay=80.0))
 def test_selective_scan_vjp_matches_oracle(sut, case):
     wrt = ("u", "delta", "A", "B", "C") + tuple(k for k in OPTIONAL if getattr(case, k) is not None)
     skip_unless_grad(sut, case, wrt=wrt, cotangent=case.cotangent)
     cot = sut.rounded(case.cotangent)   # as the subject's backward receives it
     _, grads = sut.call_vjp(case, wrt, cot)
-    refs = oracle(oracle_ss.selective_scan_vjp, cot, **_oracle_kwargs(sut, case))
+    if _long(case):
+        refs = long_scan.selective_scan_vjp(cot, **_oracle_kwargs(sut, case),
+                                            subject_dtype=sut.dtype)
+    else:
+        refs = oracle(oracle_ss.selective_scan_vjp, cot, **_oracle_kwargs(sut, case))
     checks = []
     for name in wrt:
         value = getattr(case, name)

@@ -24,10 +24,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 
+from ssm_conformance.oracle import long_scan
 from ssm_conformance.oracle import selective_scan as oracle_ss
 from ssm_conformance.properties import tolerance as tm
 from ssm_conformance.properties.harness import Output, oracle
-from ssm_conformance.properties.strategies.selective import decode_cases, state_update_cases
+from ssm_conformance.properties.strategies.long_sequences import decode_lengths, with_explicit
+from ssm_conformance.properties.strategies.selective import (decode_case_from_seed, decode_cases,
+                                                            explicit_decode, state_update_cases)
 from ssm_conformance.properties.subjects import SubjectFailure
 
 HALF = ("bfloat16", "float16")
@@ -60,6 +63,7 @@ def test_state_update_matches_oracle(sut, case):
 
 
 @pytest.mark.ssm_role("selective_state_update", property="decode_equals_scan")
+@with_explicit(decode_case_from_seed, explicit_decode(decode_lengths()))
 @given(case=decode_cases())
 def test_state_update_decode_equals_scan(sut, case):
     b, d, l = case.x.shape
@@ -76,9 +80,14 @@ def test_state_update_decode_equals_scan(sut, case):
     seq = {k: np.stack([s[k] for s in steps], axis=-1) for k in ("x", "dt", "B", "C")}
     z = None if case.z is None else np.stack([s["z"] for s in steps], axis=-1)
     first = steps[0]
-    ref_out, ref_last = oracle(oracle_ss.selective_scan, seq["x"], seq["dt"], first["A"], seq["B"],
-                               seq["C"], first["D"], z, first["dt_bias"], case.dt_softplus,
-                               return_last_state=True)
+    if l > 48:  # long decode sequences: the long tier's l steps from the state of step 0
+        ref_out, ref_last = long_scan.selective_state_update_sequence(
+            first["state"], seq["x"], seq["dt"], first["A"], seq["B"], seq["C"], first["D"], z,
+            first["dt_bias"], case.dt_softplus, subject_dtype=sut.dtype)
+    else:
+        ref_out, ref_last = oracle(oracle_ss.selective_scan, seq["x"], seq["dt"], first["A"], seq["B"],
+                                   seq["C"], first["D"], z, first["dt_bias"],
+                                   case.dt_softplus, return_last_state=True)
     sut.judge(case, [
         (f"out of steps 0..{l - 1} (vs. the scan's out)", np.stack(outs, axis=-1), ref_out,
          tm.selective_scan_terms(ref_out)),

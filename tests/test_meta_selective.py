@@ -134,7 +134,9 @@ ORACLE_WRONG = {
 }
 SCAN_WRONG = {
     f"{HERE}:wrong_reversed_time": ("causal", ()),
-    f"{HERE}:wrong_state_not_carried_across_blocks": ("batch_independent", ("matches_oracle",)),
+    # matches_oracle sees it too since the long tier judges inputs of up to 2^18 elements
+    # (issue 11); batch_independent must still catch it on its own
+    f"{HERE}:wrong_state_not_carried_across_blocks": ("batch_independent", ()),
     f"{HERE}:wrong_ignores_strides": ("non_contiguous", ("matches_oracle", "causal",
                                                          "batch_independent", "state_carry")),
 }
@@ -169,7 +171,11 @@ def _run(key, tmp_path_factory):
             "grad": ("selective_scan", GRAD_CORRECT + list(GRAD_WRONG),
                      ("-k", "vjp_matches_oracle", "--ssm-grad")),
         }[key]
-        args = [*extra]
+        # lengths capped at the oracle-sized 1100 (decode: 48 steps, its drawn maximum): these
+        # mistakes are all in sight there, and the long explicit cases (issue 11) are
+        # test_meta_long_scan.py's subject
+        cap = "48" if role == "selective_state_update" else "1100"
+        args = [*extra, "--ssm-max-length", cap]
         for name in names:
             args += ["--ssm-subject", f"{role}={_target(name)}"]
         _RUNS[key] = run_suite(*args, profile="ci-noshrink",

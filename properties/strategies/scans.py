@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import enabled, length_cap
 from ssm_conformance.properties.strategies.common import lengths, seeds
+from ssm_conformance.properties.strategies.long_sequences import (long_lengths, long_profile,
+                                                                 with_explicit)
 
 A_KINDS = ("uniform", "near_one", "zeros_and_ones", "selective")
 
@@ -29,6 +31,10 @@ class ScanCase:
 
     @property
     def size(self) -> int:
+        return self.a.shape[-1]
+
+    @property
+    def length(self) -> int:
         return self.a.shape[-1]
 
     def __repr__(self):
@@ -63,3 +69,64 @@ def scan_cases(draw, max_length: int = 1024):
     cotangent = rng.standard_normal(shape) + (1j * rng.standard_normal(shape)
                                               if np.iscomplexobj(a) else 0)
     return ScanCase(a=a, b=b, a_kind=kind, features=frozenset(features), cotangent=cotangent)
+
+
+# ----------------------------------------------------------------------------------------------
+# long sequences (issue 11): judged against the long tier (oracle/long_scan.py) beyond
+# ORACLE_LENGTH; built by a public function of a seed, so a failure prints that call.
+
+ORACLE_LENGTH = 1024   # the multiple-precision oracle up to here, the long tier beyond
+
+
+def scan_case_from_seed(seed: int, shape: tuple, a_kind: str = "near_one", complex: bool = False,
+                        b_exp: int = 0) -> ScanCase:
+    """The ScanCase of ``seed``: a (decay kind ``a_kind``), b ~ N(0, 1) 2^b_exp, complex a and b
+    when ``complex``, a cotangent; deterministic (its reproduction is this call)."""
+    shape = tuple(int(x) for x in shape)
+    rng = np.random.default_rng(seed)
+    a = _decay(a_kind, shape, rng)
+    b = rng.standard_normal(shape) * 2.0 ** b_exp
+    features = set()
+    if complex:
+        a = a * np.exp(1j * rng.uniform(-np.pi, np.pi, size=shape))
+        b = b + 1j * rng.standard_normal(shape) * np.abs(b).max()
+        features.add("complex")
+    cotangent = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if complex else 0)
+    case = ScanCase(a=a, b=b, a_kind=a_kind, features=frozenset(features), cotangent=cotangent)
+    case.rebuild = ("ssm_conformance.properties.strategies.scans",
+                    f"scan_case_from_seed(seed={seed}, shape={shape}, a_kind={a_kind!r}, "
+                    f"complex={complex}, b_exp={b_exp})")
+    return case
+
+
+def _long_explicit(lengths):
+    """Explicit long cases (every profile) of the given lengths (strategies/long_sequences.py:
+    2^k - 1, 2^k, 2^k + 1 for k = 11..17 and one past multiples of the chunk sizes 64, 128, 256,
+    2048, 4096); tiny leading axes, the decay kinds and complex in turn."""
+    cases = []
+    for i, l in enumerate(lengths):
+        lead = [(), (1,), (2,), (1, 2)][i % 4]
+        kind = A_KINDS[i % len(A_KINDS)]
+        cplx = enabled("complex") and i % 3 == 2
+        cases.append(dict(seed=1100 + i, shape=(*lead, length_cap(l)), a_kind=kind,
+                          complex=cplx, b_exp=(i % 5) - 2))
+    return cases
+
+
+def with_long_cases(lengths):
+    """Decorator: the test judges the explicit long cases of ``lengths`` first (every profile)."""
+    return with_explicit(scan_case_from_seed, _long_explicit(lengths))
+
+
+@st.composite
+def long_scan_cases(draw):
+    """A long sequence: l log-uniform up to 2^17 (thorough: up to 2^20 elements per tensor),
+    one to a few rows."""
+    l = draw(long_lengths(ORACLE_LENGTH + 1))
+    cap = (1 << 20) if long_profile() else (1 << 17)
+    lead = draw(st.sampled_from([(), (1,), (2,), (3,), (2, 2)]))
+    while lead and int(np.prod(lead)) * l > cap:
+        lead = lead[1:] if len(lead) > 1 else ()
+    return scan_case_from_seed(draw(seeds()), (*lead, l), draw(st.sampled_from(A_KINDS)),
+                               enabled("complex") and draw(st.booleans()),
+                               draw(st.integers(-8, 8)))

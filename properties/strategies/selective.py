@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import enabled, length_cap
 from ssm_conformance.properties.strategies.common import seeds
+from ssm_conformance.properties.strategies.long_sequences import (call_source as _call_source,
+                                                                 long_lengths, long_profile)
 
 SPECIAL_LENGTHS = (1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 127, 128, 129, 251,
                    255, 256, 257, 509, 511, 512, 513, 1021, 1023, 1024, 1025, 1031, 1100)
@@ -87,6 +89,10 @@ class SelectiveCase:
 
     @property
     def size(self) -> int:
+        return self.u.shape[-1]
+
+    @property
+    def length(self) -> int:
         return self.u.shape[-1]
 
     @property
@@ -364,6 +370,10 @@ class DecodeCase(StateUpdateCase):
     def size(self) -> int:
         return self.x.shape[-1]
 
+    @property
+    def length(self) -> int:
+        return self.x.shape[-1]
+
     def step(self, t: int, state: np.ndarray, fp32_state: bool) -> StateUpdateCase:
         """Step t from ``state``; the state float32 when ``fp32_state`` (half dtypes), else in
         the dtype under test."""
@@ -406,6 +416,148 @@ def decode_cases(draw, max_steps=48, max_elements=2048):
                       z=2.0 * rng.standard_normal((b, d, l)) if has["z"] else None,
                       dt_bias=bias, dt_softplus=softplus, features=frozenset(features),
                       info={"A": a_kind, "dt": dt_kind})
+
+
+# ----------------------------------------------------------------------------------------------
+# long sequences (issue 11): beyond the multiple-precision oracle's budget, judged against the
+# long tier (oracle/long_scan.py). Built by public functions of a seed and parameters, so a
+# failing case prints that call as its reproduction (``rebuild``), not its numbers.
+
+LONG_ELEMENTS = 1 << 18        # b d l n of a drawn long case (ci, dev)
+THOROUGH_ELEMENTS = 1 << 20    # thorough: 2^20 elements per tensor
+_MODULE = "ssm_conformance.properties.strategies.selective"
+
+
+def selective_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", delta="typical",
+                             softplus=True, B="variable", C="variable", g=1, D=False, z=False,
+                             delta_bias=False, last_state=False, complex_A=False,
+                             max_decay=None) -> SelectiveCase:
+    """The SelectiveCase of ``seed`` with the given sizes and features (kinds as in
+    ``selective_cases``: A in A_KINDS, delta in SOFTPLUS_DELTA_KINDS or PLAIN_DELTA_KINDS, B and C
+    "variable", "constant" or "grouped" with g groups); deterministic."""
+    kwargs = dict(seed=seed, b=b, d=d, l=l, n=n, A=A, delta=delta, softplus=softplus, B=B, C=C,
+                  g=g, D=D, z=z, delta_bias=delta_bias, last_state=last_state,
+                  complex_A=complex_A, max_decay=max_decay)
+    rng = np.random.default_rng(seed)
+    Am = _A(A, d, n, rng)
+    if complex_A:
+        Am = Am + 1j * np.pi * np.tile(np.arange(n), (d, 1))
+    dm = _delta(delta, (b, d, l), softplus, rng)
+    bias = None
+    if delta_bias:
+        bias = rng.uniform(-4.0, 4.0, size=d) if softplus else rng.uniform(0.0, 0.5, size=d)
+    dm = _away_from_threshold(dm, bias)
+    if max_decay is not None:
+        Am = _limit_decay(Am, dm, bias, softplus, max_decay)
+    u = rng.standard_normal((b, d, l))
+    Bm = _bc(B, b, d, n, l, g, complex_A, rng, 1.0)
+    Cm = _bc(C, b, d, n, l, g, complex_A, rng, 1.0)
+    features = {f for f, on in (("D", D), ("z", z), ("delta_bias", delta_bias),
+                                ("complex_A", complex_A), ("delta_softplus", softplus),
+                                ("last_state", last_state)) if on}
+    features |= {"constant_B"} if B == "constant" else set()
+    features |= {"constant_C"} if C == "constant" else set()
+    features |= {"grouped_BC"} if "grouped" in (B, C) else set()
+    fp32 = ("A", "D", "delta_bias") + tuple(name for name, kind in (("B", B), ("C", C))
+                                            if kind == "constant")
+    case = SelectiveCase(u=u, delta=dm, A=Am, B=Bm, C=Cm,
+                         D=rng.standard_normal(d) if D else None,
+                         z=2.0 * rng.standard_normal((b, d, l)) if z else None,
+                         delta_bias=bias, delta_softplus=softplus, return_last_state=last_state,
+                         features=frozenset(features), fp32=fp32,
+                         info={"A": A, "delta": delta, "B": B, "C": C, "long": True},
+                         cotangent=rng.standard_normal((b, d, l)))
+    case.rebuild = (_MODULE, _call_source("selective_case_from_seed", **kwargs))
+    return case
+
+
+_FEATURES = ("D", "z", "delta_bias", "last_state", "complex_A", "softplus")
+
+
+def explicit_selective(lengths, max_decay=None):
+    """Keyword arguments of the explicit long cases of ``lengths``: b d n tiny, the features
+    (each on in about half of them), kinds of A and delta, and B/C forms varied across them;
+    features removed by --ssm-without left out."""
+    cases = []
+    for i, l in enumerate(lengths):
+        coin = np.random.default_rng(7700 + i).random(len(_FEATURES)) < 0.5
+        on = dict(zip(_FEATURES, coin.tolist()))
+        on = {f: v and enabled({"softplus": "delta_softplus"}.get(f, f)) for f, v in on.items()}
+        forms = [("variable", "variable"), ("constant", "variable"), ("variable", "grouped"),
+                 ("grouped", "constant")][i % 4]
+        forms = tuple(f if f == "variable" or enabled({"constant": "constant_" + name,
+                                                       "grouped": "grouped_BC"}[f])
+                      else "variable" for f, name in zip(forms, "BC"))
+        d = 2 if "grouped" in forms else 1 + (i % 2)
+        softplus = on["softplus"]
+        kinds = SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS
+        cases.append(dict(seed=2100 + i, b=1 + (i % 3 == 0), d=d, l=length_cap(l),
+                          n=(1, 2, 4)[i % 3], A=A_KINDS[i % len(A_KINDS)],
+                          delta=kinds[i % len(kinds)], softplus=softplus, B=forms[0],
+                          C=forms[1], g=2 if "grouped" in forms else 1, D=on["D"], z=on["z"],
+                          delta_bias=on["delta_bias"], last_state=on["last_state"],
+                          complex_A=on["complex_A"], max_decay=max_decay))
+    return cases
+
+
+@st.composite
+def long_selective_cases(draw, min_length=ORACLE_ELEMENTS + 1, max_decay=None):
+    """A long sequence: l log-uniform up to 2^17, b d l n <= 2^18 (thorough: every tensor up to
+    2^20 elements), the features drawn as in selective_cases."""
+    cap = THOROUGH_ELEMENTS if long_profile() else LONG_ELEMENTS
+    l = draw(long_lengths(min(min_length, 1 << 16)))
+    room = max(1, cap // l)
+    n = draw(st.sampled_from([x for x in STATE_SIZES if x <= room] or [1]))
+    d = draw(st.sampled_from([x for x in (1, 2, 4, 8) if x * n <= room] or [1]))
+    b = draw(st.sampled_from([x for x in (1, 2) if x * d * n <= room] or [1]))
+    forms = ["variable"] + (["grouped"] if enabled("grouped_BC") and d > 1 else [])
+    B = draw(st.sampled_from(forms + (["constant"] if enabled("constant_B") else [])))
+    C = draw(st.sampled_from(forms + (["constant"] if enabled("constant_C") else [])))
+    softplus = enabled("delta_softplus") and draw(st.booleans())
+    on = {f: enabled(f) and draw(st.booleans()) for f in ("D", "z", "delta_bias")}
+    return selective_case_from_seed(
+        draw(seeds()), b, d, l, n, A=draw(st.sampled_from(A_KINDS)),
+        delta=draw(st.sampled_from(SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS)),
+        softplus=softplus, B=B, C=C, g=d if d > 1 and "grouped" in (B, C) else 1, **on,
+        last_state=enabled("last_state") and draw(st.booleans()),
+        complex_A=enabled("complex_A") and draw(st.booleans()), max_decay=max_decay)
+
+
+def decode_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", dt="typical",
+                          dt_softplus=True, D=False, z=False, dt_bias=False) -> DecodeCase:
+    """The DecodeCase of ``seed``: l decode steps from a zero state (kinds as in decode_cases);
+    deterministic."""
+    kwargs = dict(seed=seed, b=b, d=d, l=l, n=n, A=A, dt=dt, dt_softplus=dt_softplus, D=D, z=z,
+                  dt_bias=dt_bias)
+    rng = np.random.default_rng(seed)
+    dtm = _delta(dt, (b, d, l), dt_softplus, rng)
+    bias = None
+    if dt_bias:
+        bias = rng.uniform(-4.0, 4.0, size=d) if dt_softplus else rng.uniform(0.0, 0.5, size=d)
+    features = {f for f, on in (("D", D), ("z", z), ("dt_bias", dt_bias),
+                                ("dt_softplus", dt_softplus)) if on}
+    case = DecodeCase(state=np.zeros((b, d, n)), x=rng.standard_normal((b, d, l)),
+                      dt=_away_from_threshold(dtm, bias), A=_A(A, d, n, rng),
+                      B=rng.standard_normal((b, n, l)), C=rng.standard_normal((b, n, l)),
+                      D=rng.standard_normal(d) if D else None,
+                      z=2.0 * rng.standard_normal((b, d, l)) if z else None,
+                      dt_bias=bias, dt_softplus=dt_softplus, features=frozenset(features),
+                      info={"A": A, "dt": dt, "long": True})
+    case.rebuild = (_MODULE, _call_source("decode_case_from_seed", **kwargs))
+    return case
+
+
+def explicit_decode(lengths):
+    """Keyword arguments of explicit long decode sequences of ``lengths`` (tiny b d n, features
+    varied; removed ones left out)."""
+    cases = []
+    for i, l in enumerate(lengths):
+        coin = np.random.default_rng(8800 + i).random(4) < 0.5
+        on = {f: bool(c) and enabled(f) for f, c in zip(("D", "z", "dt_bias", "dt_softplus"), coin)}
+        kinds = SOFTPLUS_DELTA_KINDS if on["dt_softplus"] else PLAIN_DELTA_KINDS
+        cases.append(dict(seed=3100 + i, b=1, d=1 + i % 2, l=length_cap(l), n=(2, 1, 4)[i % 3],
+                          A=A_KINDS[i % len(A_KINDS)], dt=kinds[i % len(kinds)], **on))
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------

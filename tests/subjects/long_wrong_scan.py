@@ -1,0 +1,108 @@
+"""Subjects for the long-sequence meta-tests (tests/test_meta_long_scan.py): chunked scans as GPU
+kernels write them, with the state carried between chunks of CHUNK steps, and three mistakes that
+only show past the first chunk boundary -- beyond the lengths the multiple-precision oracle can
+judge (issue 11). Each is right on every input shorter than its chunk.
+
+selective_scan (role semantics: mamba-ssm's selective_scan_ref, CONTRACT.md):
+  selective_scan_chunked_correct -- the control: chunks of 2048 steps (mamba-ssm's CUDA kernel's
+                                    chunk), each scanned from a zero state in parallel, the chunk
+                                    states carried sequentially, each step adding its chunk's
+                                    incoming state times the running product of the decays.
+  ss_drops_state_past_2048       -- the carried state is dropped at the chunk boundaries (every
+                                    chunk starts from zero): out is wrong from step 2048 on.
+  ss_bf16_carry                  -- chunks of 256 steps (the Triton kernels' chunk), the state
+                                    carried between them stored in bfloat16 (a half-precision
+                                    inter-chunk buffer), the rest in float32. (With 2048-step
+                                    chunks the suite's bound admits it: 3 x 2048 float32 roundings,
+                                    SAFETY u depth = 1.5e-3, exceed one bfloat16 rounding, 2^-9 --
+                                    a worst-case bound cannot tell them apart.)
+linear_scan (h_t = a_t h_{t-1} + b_t along the last axis):
+  linear_scan_blocked_correct    -- the control: blocks of 4096 steps, state carried.
+  ls_resets_between_blocks       -- the state restarts from zero in every block of 4096 steps.
+"""
+from __future__ import annotations
+
+import torch
+
+from tests.subjects.selective_correct import _finish, _prepare
+
+SS_CHUNK = 2048
+BF16_CHUNK = 256
+LS_BLOCK = 4096
+
+
+def _chunked(a, bu, chunk, carry):
+    """h_t = a_t h_{t-1} + bu_t along axis 2 of (b, d, l, n): chunks scanned in parallel, their
+    states carried across chunks by ``carry(H)`` (the identity for a correct kernel; the mistake
+    otherwise). Returns h (b, d, l, n)."""
+    b, d, l, n = bu.shape
+    chunk = min(chunk, l)                                   # one chunk: no longer than the input
+    nc = -(-l // chunk)
+    pad = nc * chunk - l
+    a = torch.cat([a, torch.ones(b, d, pad, n, dtype=a.dtype)], dim=2).view(b, d, nc, chunk, n)
+    bu = torch.cat([bu, torch.zeros(b, d, pad, n, dtype=bu.dtype)], dim=2).view(b, d, nc, chunk, n)
+    local = torch.empty_like(bu)
+    P = torch.empty_like(a)
+    local[:, :, :, 0], P[:, :, :, 0] = bu[:, :, :, 0], a[:, :, :, 0]
+    for s in range(1, chunk):                               # every chunk at once
+        local[:, :, :, s] = a[:, :, :, s] * local[:, :, :, s - 1] + bu[:, :, :, s]
+        P[:, :, :, s] = a[:, :, :, s] * P[:, :, :, s - 1]
+    H = torch.zeros(b, d, n, dtype=bu.dtype)
+    incoming = []
+    for c in range(nc):                                     # the carry between chunks
+        incoming.append(H)
+        H = carry(P[:, :, c, -1] * H + local[:, :, c, -1])
+    incoming = torch.stack(incoming, dim=2)                 # (b, d, nc, n)
+    return (local + P * incoming[:, :, :, None]).reshape(b, d, nc * chunk, n)[:, :, :l]
+
+
+def _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, carry,
+               chunk=SS_CHUNK):
+    rdt, adt, dt, A, Bx, Cx = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    a = torch.exp(dt[..., None] * A[:, None, :])
+    bu = ((dt * u.to(rdt))[..., None] * Bx).to(adt)
+    h = _chunked(a, bu, chunk, carry)
+    out = _finish((h * Cx).sum(-1), u, D, z, rdt, u.dtype)
+    return (out, h[:, :, -1].clone()) if return_last_state else out
+
+
+def selective_scan_chunked_correct(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                                   delta_softplus=False, return_last_state=False):
+    return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                      lambda H: H)
+
+
+def ss_drops_state_past_2048(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                             delta_softplus=False, return_last_state=False):
+    return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                      torch.zeros_like)
+
+
+def _bf16(H):
+    if H.is_complex():
+        return torch.complex(H.real.bfloat16().to(H.real.dtype), H.imag.bfloat16().to(H.real.dtype))
+    return H.bfloat16().to(H.dtype)
+
+
+def ss_bf16_carry(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                  return_last_state=False):
+    return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                      _bf16, BF16_CHUNK)
+
+
+def _linear(a, b, carry):
+    cdt = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    out_dtype = torch.promote_types(a.dtype, b.dtype)
+    l = shape[-1]
+    rows = (lambda x: x.to(cdt).expand(shape).reshape(1, -1, l, 1))   # (1, rows, l, 1)
+    h = _chunked(rows(a), rows(b), LS_BLOCK, carry)
+    return h.reshape(shape).to(out_dtype)
+
+
+def linear_scan_blocked_correct(a, b):
+    return _linear(a, b, lambda H: H)
+
+
+def ls_resets_between_blocks(a, b):
+    return _linear(a, b, torch.zeros_like)
