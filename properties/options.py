@@ -15,6 +15,7 @@ class RunOptions:
     subjects: dict = field(default_factory=dict)  # role -> list[Subject]; empty: bundled ones
     user_subjects: bool = False
     dtypes: tuple = ("float32",)
+    numpy_dtypes: tuple = ("float64",)  # --ssm-numpy-dtype: the dtypes NumPy roles are tested in
     device: str = "cpu"
     without: frozenset = frozenset()
     grad: bool = False

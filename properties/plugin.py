@@ -19,7 +19,7 @@ from ssm_conformance.properties import report
 from ssm_conformance.properties.harness import CURRENT_PROPERTY, SubjectUnderTest
 from ssm_conformance.properties.options import DEFAULT_CALL_TIMEOUT_S, RUN
 from ssm_conformance.properties.report import RECORDER
-from ssm_conformance.properties.roles import DEVICES, DTYPES, ROLES
+from ssm_conformance.properties.roles import DEVICES, DTYPES, NUMPY_DTYPES, ROLES
 from ssm_conformance.properties.subjects import Subject, SubjectFailure, UsageError, load_target
 from ssm_conformance.properties.tolerance import SAFETY, UNIT_ROUNDOFF
 
@@ -54,7 +54,11 @@ def pytest_addoption(parser):
                          "repeatable. Without it, the bundled implementations are judged.")
     group.addoption("--ssm-dtype", default="float32", metavar="DTYPES",
                     help="comma-separated dtypes for torch roles: float32,float64,bfloat16,"
-                         "float16 (default float32). NumPy roles are tested in float64.")
+                         "float16 (default float32). NumPy roles: see --ssm-numpy-dtype.")
+    group.addoption("--ssm-numpy-dtype", default="float64", metavar="DTYPES",
+                    help="comma-separated dtypes for NumPy roles: float64,float32 (default "
+                         "float64). float32: inputs rounded to float32, float32 outputs, "
+                         "float32's unit roundoff")
     group.addoption("--ssm-device", default="cpu", metavar="cpu|cuda",
                     help="device of the tensors given to torch roles (default cpu)")
     group.addoption("--ssm-without", default="", metavar="FEATURE[,FEATURE...]",
@@ -83,6 +87,11 @@ def _parse(config) -> None:
     if unknown or not dtypes:
         raise UsageError(f"--ssm-dtype: unknown dtype {', '.join(unknown) or '(none)'}; "
                          f"choose from {','.join(DTYPES)}")
+    numpy_dtypes = _split(config.getoption("ssm_numpy_dtype"))
+    unknown = [d for d in numpy_dtypes if d not in NUMPY_DTYPES]
+    if unknown or not numpy_dtypes:
+        raise UsageError(f"--ssm-numpy-dtype: unknown dtype {', '.join(unknown) or '(none)'}; "
+                         f"choose from {','.join(NUMPY_DTYPES)}")
     device = config.getoption("ssm_device")
     if device not in DEVICES:
         raise UsageError(f"--ssm-device: unknown device {device!r}; choose cpu or cuda")
@@ -114,6 +123,7 @@ def _parse(config) -> None:
     RUN.subjects = requested
     RUN.user_subjects = bool(requested)
     RUN.dtypes = tuple(dtypes)
+    RUN.numpy_dtypes = tuple(numpy_dtypes)
     RUN.device = device
     RUN.without = without
     RUN.grad = bool(config.getoption("ssm_grad"))
@@ -195,7 +205,7 @@ def pytest_generate_tests(metafunc):
         subjects = RUN.subjects.get(role.name, [])
     else:
         subjects = _bundled(role)
-    dtypes = RUN.dtypes if role.backend == "torch" else ("float64",)
+    dtypes = RUN.dtypes if role.backend == "torch" else RUN.numpy_dtypes
     device = RUN.device if role.backend == "torch" else "cpu"
     params = []
     for subject in subjects:
@@ -324,7 +334,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     options = {
         "subjects": {role: [s.name for s in subs] for role, subs in RUN.subjects.items()},
-        "bundled": not RUN.user_subjects, "dtypes": list(RUN.dtypes), "device": RUN.device,
+        "bundled": not RUN.user_subjects, "dtypes": list(RUN.dtypes),
+        "numpy_dtypes": list(RUN.numpy_dtypes), "device": RUN.device,
         "without": sorted(RUN.without), "grad": RUN.grad, "call_timeout_s": RUN.call_timeout_s,
         "max_length": RUN.max_length,
     }

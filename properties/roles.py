@@ -68,4 +68,5 @@ ROLES: dict[str, Role] = {
 }
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+NUMPY_DTYPES = ("float64", "float32")  # --ssm-numpy-dtype
 DEVICES = ("cpu", "cuda")

@@ -103,6 +103,7 @@ test_matches_oracle_hippo_fout = _hippo_role_test("fout")
 @pytest.mark.ssm_role("ssm_kernel", property="matches_oracle")
 @given(case=ssm_cases())
 def test_matches_oracle_ssm_kernel(sut, case):
+    case = sut.round_case(case)  # --ssm-numpy-dtype float32: the inputs as the subject gets them
     (K,) = sut.outputs(sut.call(case), [Output("K", (case.L,))])
     ref = oracle(oracle_s4.ssm_kernel, case.Ad, case.Bd, case.C, case.L)
     sut.judge(case, [("K", K, ref, partial(tm.ssm_kernel_tol, ref, case.Ad.shape[0]))])
@@ -111,6 +112,7 @@ def test_matches_oracle_ssm_kernel(sut, case):
 @pytest.mark.ssm_role("s4d_kernel", property="matches_oracle")
 @given(case=s4d_cases())
 def test_matches_oracle_s4d_kernel(sut, case):
+    case = sut.round_case(case)  # --ssm-numpy-dtype float32: the inputs as the subject gets them
     (K,) = sut.outputs(sut.call(case), [Output("K", (case.L,))])
     ref = oracle(oracle_s4.s4d_kernel, case.Lambda, case.B, case.C, case.dt, case.L)
     sut.judge(case, [("K", K, ref, tm.s4d_kernel_terms(ref, case.Lambda.shape[0]))])
@@ -130,6 +132,7 @@ def _with_n64_example(test):
 @given(case=dplr_cases())
 @_with_n64_example
 def test_matches_oracle_dplr_kernel(sut, case):
+    case = sut.round_case(case)  # --ssm-numpy-dtype float32: the inputs as the subject gets them
     (K,) = sut.outputs(sut.call(case), [Output("K", (case.L,), kind="complex")])
     ref = oracle(oracle_s4.dplr_kernel, case.Lambda, case.P, case.Q, case.B, case.C, case.dt,
                  case.L)

@@ -52,8 +52,7 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
 
 def _validate(role, fn, dtypes, without, grad, max_examples, roles) -> list[str]:
     """The ``--ssm-*`` options for the arguments; ValueError/TypeError naming a bad argument."""
-    from ssm_conformance.properties.options import RUN
-    from ssm_conformance.properties.roles import DTYPES
+    from ssm_conformance.properties.roles import DTYPES, NUMPY_DTYPES
 
     if not isinstance(role, str):
         raise TypeError(f"role: expected a role name (str), got {type(role).__name__}")
@@ -96,13 +95,11 @@ def _validate(role, fn, dtypes, without, grad, max_examples, roles) -> list[str]
                              f"for torch role {role!r}; choose from {', '.join(DTYPES)}")
         options += ["--ssm-dtype", ",".join(dtypes)]
     elif dtypes is not _DEFAULT_DTYPES:
-        numpy_dtypes = ("float64", "float32") if hasattr(RUN, "numpy_dtypes") else ("float64",)
-        bad = [d for d in dtypes if d not in numpy_dtypes]
+        bad = [d for d in dtypes if d not in NUMPY_DTYPES]
         if bad or not dtypes:
             raise ValueError(f"dtypes: unknown dtype {', '.join(map(repr, bad)) or '(none)'} "
-                             f"for NumPy role {role!r}; choose from {', '.join(numpy_dtypes)}")
-        if hasattr(RUN, "numpy_dtypes"):
-            options += ["--ssm-numpy-dtype", ",".join(dtypes)]
+                             f"for NumPy role {role!r}; choose from {', '.join(NUMPY_DTYPES)}")
+        options += ["--ssm-numpy-dtype", ",".join(dtypes)]
     if without:
         options += ["--ssm-without", ",".join(without)]
     if grad:

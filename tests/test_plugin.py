@@ -59,6 +59,7 @@ def conv_scaled(u, K):  # wrong: 1 + 2^-20 times the convolution
     (dict(fn="not callable"), TypeError, "fn: expected a callable"),
     (dict(role="linear_scan", dtypes=("float8",)), ValueError, "dtypes: unknown dtype 'float8'"),
     (dict(role="linear_scan", dtypes=3), TypeError, "dtypes:"),
+    (dict(dtypes=("bfloat16",)), ValueError, "dtypes: unknown dtype 'bfloat16' for NumPy role"),
     (dict(without=("singular_A",)), ValueError, "without: unknown feature 'singular_A'"),
     (dict(max_examples=0), ValueError, "max_examples"),
     (dict(max_examples=2.5), TypeError, "max_examples"),
@@ -88,6 +89,14 @@ def test_check_raises_on_a_wrong_kernel_with_the_reproduction():
     assert message.startswith(f"causal_conv / {__name__}:conv_scaled / matches_oracle / "
                               f"float64: inaccurate")
     assert "reproduction:" in message and "out = conv_scaled(u, K)" in message
+
+
+def test_check_judges_numpy_roles_in_float32():
+    from tests.subjects.float32_subjects import causal_conv_f16_accumulation, causal_conv_f32
+    (row,) = check("causal_conv", causal_conv_f32, dtypes=("float32",), max_examples=10)
+    assert row["dtype"] == "float32" and row["verdict"] == "pass"
+    with pytest.raises(AssertionError, match="float32: inaccurate"):
+        check("causal_conv", causal_conv_f16_accumulation, dtypes=("float32",), max_examples=10)
 
 
 # --- the console script --------------------------------------------------------------------------
