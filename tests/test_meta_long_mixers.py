@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli import run_suite
+from tests.subjects import mamba_refs
 
 MOD = "tests.subjects.long_wrong_mixers"
 ROLES = {
@@ -19,14 +20,26 @@ ROLES = {
 }
 
 
+# mamba-ssm's pure-torch references, judged on the long cases too when they load (einops and the
+# sources: tests/subjects/mamba_refs.py)
+UPSTREAM = {"ssd": ("mamba_ssm", "tests.subjects.mamba_refs:ssd_minimal"),
+            "causal_conv1d": ("causal_conv1d", "tests.subjects.mamba_refs:causal_conv1d")}
+
+
 @pytest.mark.parametrize("role", list(ROLES))
 def test_long_defects_rejected(role, tmp_path):
     correct, wrong, generator = ROLES[role]
     args = [f"--ssm-subject={role}={MOD}:{name}" for name in [correct, *wrong]]
+    upstream = None
+    if role in UPSTREAM and mamba_refs.available(UPSTREAM[role][0])[0]:
+        upstream = UPSTREAM[role][1]
+        args.append(f"--ssm-subject={role}={upstream}")
     run = run_suite(*args, "-k", f"test_{role}_matches_oracle", report_dir=tmp_path,
                     profile="ci-noshrink")
     assert run.report is not None, run.output[-3000:]
     assert run.verdict(f":{correct}") == ("pass", None), run.output[-3000:]
+    if upstream:
+        assert run.verdict(upstream.partition(":")[1] + upstream.partition(":")[2]) == ("pass", None)
     for name in wrong:
         rows = [r for r in run.results(f":{name}") if r["property"] == "matches_oracle"]
         assert rows and rows[0]["verdict"] == "fail", (name, run.output[-3000:])
