@@ -3,7 +3,7 @@ sequences far beyond the MPFR oracle's reach (l up to 2^20), vectorized over (b,
 computed in the working format W of oracle/extended.py (float64 for float32/half subjects,
 80-bit long double for float64 subjects).
 
-Algorithm (in W): chunks of ``TIER_CHUNK`` = 64 steps.  Within a chunk the quadratic form with
+Algorithm (in W): chunks of ``TIER_CHUNK`` = 128 steps.  Within a chunk the quadratic form with
 L_ij = exp(seg_ij), seg_ij = sum_{k=j+1..i} Dt_k A summed DIRECTLY (a cumulative sum down the
 columns of the masked matrix, never a difference of cumulative sums); between chunks the state
 recurrence S_out = exp(sum_chunk Dt A) S_in + sum_j exp(seg_{last,j}) Dt_j x_j B_j^T, one Python
@@ -55,7 +55,7 @@ from ssm_conformance.oracle.selective_scan import (
 )
 from ssm_conformance.oracle.ssd import DEFAULT_DT_LIMIT, _chain, _Inputs, _leaves_abs
 
-TIER_CHUNK = 64
+TIER_CHUNK = 128
 STEP = 1e-30  # complex step h: Im f(x + i h w) / h = f'(x) w exactly up to O(h^2)
 
 
