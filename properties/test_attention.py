@@ -21,7 +21,10 @@ from ssm_conformance.oracle import attention as oracle_attention
 from ssm_conformance.oracle import attention_vjp as oracle_attention_vjp
 from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
 from ssm_conformance.properties.options import enabled
-from ssm_conformance.properties.strategies.attention import attention_cases, with_explicit_cases
+from ssm_conformance.oracle import long_attention
+from ssm_conformance.properties.strategies.attention import (
+    LONG_THRESHOLD, attention_cases, with_explicit_cases, with_long_cases,
+)
 from ssm_conformance.properties.subjects import SubjectFailure
 from ssm_conformance.properties.tolerance import compute_dtype, tolerance
 
@@ -36,23 +39,33 @@ def _terms(sut, ref):
 @pytest.mark.ssm_role("attention", property="matches_oracle")
 @given(case=attention_cases())
 @with_explicit_cases
+@with_long_cases
 def test_attention_matches_oracle(sut, case):
     (o,) = sut.outputs(sut.call(case), [Output("out", case.q.shape)])
     x = sut.exact(case)
-    ref = oracle(oracle_attention.attention, x["q"], x["k"], x["v"], case.is_causal, case.scale)
+    if case.length > LONG_THRESHOLD:  # long key axes: the long tier (oracle/long_attention.py)
+        ref = oracle(long_attention.attention_long, x["q"], x["k"], x["v"], case.is_causal,
+                     case.scale, subject_dtype=sut.dtype)
+    else:
+        ref = oracle(oracle_attention.attention, x["q"], x["k"], x["v"], case.is_causal, case.scale)
     sut.judge(case, [("out", o, ref, _terms(sut, ref))])
 
 
 @pytest.mark.ssm_role("attention", property="vjp_matches_oracle")
 @given(case=attention_cases(budget=2**15))
 @with_explicit_cases
+@with_long_cases
 def test_attention_vjp_matches_oracle(sut, case):
     skip_unless_grad(sut, case, wrt=("q", "k", "v"), cotangent=case.cotangent)
     cot = sut.rounded(case.cotangent)   # as the subject's backward receives it
     _, grads = sut.call_vjp(case, ("q", "k", "v"), cot)
     x = sut.exact(case)
-    refs = oracle(oracle_attention_vjp.attention_vjp, x["q"], x["k"], x["v"], cot,
-                  case.is_causal, case.scale)
+    if case.length > LONG_THRESHOLD:  # long key axes: the long tier
+        refs = oracle(long_attention.attention_vjp_long, x["q"], x["k"], x["v"], cot,
+                      case.is_causal, case.scale, subject_dtype=sut.dtype)
+    else:
+        refs = oracle(oracle_attention_vjp.attention_vjp, x["q"], x["k"], x["v"], cot,
+                      case.is_causal, case.scale)
     checks = []
     for name in ("q", "k", "v"):
         (g,) = sut.outputs(grads[name], [Output(f"grad_{name}", x[name].shape)])

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
 from ssm_conformance.oracle import causal_conv1d as oracle_conv
 from ssm_conformance.properties import tolerance as tm
 from ssm_conformance.properties.harness import (Output, oracle, skip_unless_grad,
                                                 skip_unless_non_contiguous)
-from ssm_conformance.properties.strategies.conv1d import conv1d_cases, redraw_future
+from ssm_conformance.oracle import long_conv1d
+from ssm_conformance.properties.strategies.conv1d import (
+    MAX_LENGTH, conv1d_cases, long_conv1d_cases, redraw_future,
+)
 from ssm_conformance.properties.strategies.ssd import strided, use_layout
 
 
@@ -34,14 +37,32 @@ def _out(sut, case, raw):
     return y
 
 
+def _long(case):
+    """Beyond the drawn lengths: the long tier (oracle/long_conv1d.py) judges."""
+    return case.length > MAX_LENGTH
+
+
+def _with_long_cases(test):
+    """Every profile judges the explicit long cases first (strategies.conv1d.long_conv1d_cases)."""
+    for case in reversed(long_conv1d_cases()):
+        test = example(case=case)(test)
+    return test
+
+
 def _ref(sut, case):
     e = sut.exact(case)
+    if _long(case):
+        return oracle(long_conv1d.causal_conv1d_long, e["x"], e["weight"], e["bias"],
+                      case.activation, subject_dtype=sut.dtype)
     return oracle(oracle_conv.causal_conv1d, e["x"], e["weight"], e["bias"], case.activation)
 
 
 def _pre(sut, case):
     """The exact pre-activation (bias + sum of weight x), rounded to float64."""
     e = sut.exact(case)
+    if _long(case):
+        return oracle(long_conv1d.causal_conv1d_long, e["x"], e["weight"], e["bias"], None,
+                      subject_dtype=sut.dtype).value
     return oracle(oracle_conv.causal_conv1d, e["x"], e["weight"], e["bias"], None).value
 
 
@@ -60,6 +81,7 @@ def _judge_pair(sut, case, name, out_a, out_b, ref, index=...):
 
 @pytest.mark.ssm_role("causal_conv1d", property="matches_oracle")
 @given(case=conv1d_cases())
+@_with_long_cases
 def test_causal_conv1d_matches_oracle(sut, case):
     y = _out(sut, case, sut.call(case))
     ref = _ref(sut, case)
@@ -68,13 +90,19 @@ def test_causal_conv1d_matches_oracle(sut, case):
 
 @pytest.mark.ssm_role("causal_conv1d", property="vjp_matches_oracle")
 @given(case=conv1d_cases(max_cost=4096))
+@_with_long_cases
 def test_causal_conv1d_vjp_matches_oracle(sut, case):
     names = ["x", "weight"] + (["bias"] if case.bias is not None else [])
     skip_unless_grad(sut, case, wrt=names, cotangent=case.cotangent)
     cot = sut.rounded(case.cotangent)
     _, grads = sut.call_vjp(case, names, cot)
     e = sut.exact(case)
-    refs = oracle(oracle_conv.causal_conv1d_vjp, cot, e["x"], e["weight"], e["bias"], case.activation)
+    if _long(case):
+        refs = oracle(long_conv1d.causal_conv1d_vjp_long, cot, e["x"], e["weight"], e["bias"],
+                      case.activation, subject_dtype=sut.dtype)
+    else:
+        refs = oracle(oracle_conv.causal_conv1d_vjp, cot, e["x"], e["weight"], e["bias"],
+                      case.activation)
     pre = _pre(sut, case) if case.activation else None
     checks = []
     for name in names:

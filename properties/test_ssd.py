@@ -26,14 +26,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
+from ssm_conformance.oracle import long_ssd
 from ssm_conformance.oracle import ssd as oracle_ssd
 from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.properties import tolerance as tm
 from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad, skip_unless_non_contiguous
 from ssm_conformance.properties.options import enabled
-from ssm_conformance.properties.strategies.ssd import redraw_future, ssd_cases, use_layout
+from ssm_conformance.properties.strategies.ssd import (
+    MAX_LENGTH, long_ssd_cases, redraw_future, ssd_cases, use_layout,
+)
 
 HALF = ("bfloat16", "float16")
 
@@ -68,9 +71,25 @@ def _oracle_args(exact, case):
                  initial_states=exact["initial_states"], dt_softplus=case.dt_softplus))
 
 
+def _long(case):
+    """Beyond the drawn lengths: the long tier (oracle/long_ssd.py) judges."""
+    return case.length > MAX_LENGTH
+
+
+def _with_long_cases(test, vjp=False):
+    """Every profile judges the explicit long cases first (strategies.ssd.long_ssd_cases)."""
+    for case in reversed(long_ssd_cases(vjp)):
+        test = example(case=case)(test)
+    return test
+
+
 def _refs(sut, case):
     """(Reference out, Reference final_states or None) on the inputs as the subject got them."""
     args, kw = _oracle_args(sut.exact(case), case)
+    if _long(case):
+        ref = oracle(long_ssd.ssd_long, *args, return_final_states=case.return_final_states,
+                     subject_dtype=sut.dtype, **kw)
+        return ref if case.return_final_states else (ref, None)
     if case.return_final_states:
         return oracle(oracle_ssd.ssd, *args, return_final_states=True, **kw)
     return oracle(oracle_ssd.ssd, *args, **kw), None
@@ -101,12 +120,14 @@ def _judge_pair(sut, case, name, out_a, out_b, ref, terms, fd=None, index=...):
 
 @pytest.mark.ssm_role("ssd", property="matches_oracle")
 @given(case=ssd_cases(max_cost=4096))
+@_with_long_cases
 def test_ssd_matches_oracle(sut, case):
     _judge_against_oracle(sut, case)
 
 
 @pytest.mark.ssm_role("ssd", property="vjp_matches_oracle")
 @given(case=ssd_cases(max_cost=2048))
+@lambda test: _with_long_cases(test, vjp=True)
 def test_ssd_vjp_matches_oracle(sut, case):
     names = ["x", "dt", "A", "B", "C"] + [k for k in ("D", "z", "dt_bias", "initial_states")
                                          if getattr(case, k) is not None]
@@ -115,7 +136,10 @@ def test_ssd_vjp_matches_oracle(sut, case):
     cot = sut.rounded(case.cotangent)
     _, grads = sut.call_vjp(case, names, cot)
     args, kw = _oracle_args(exact, case)
-    refs = oracle(oracle_ssd.ssd_vjp, cot, *args, **kw)
+    if _long(case):
+        refs = oracle(long_ssd.ssd_vjp_long, cot, *args, subject_dtype=sut.dtype, **kw)
+    else:
+        refs = oracle(oracle_ssd.ssd_vjp, cot, *args, **kw)
     checks = []
     for name in names:
         fd = "float32" if name in case.fp32 else None

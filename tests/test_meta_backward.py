@@ -29,9 +29,8 @@ CASES = ([(role, "correct", target) for role, targets in CORRECT.items() for tar
 
 @pytest.fixture(scope="module")
 def grad_run(tmp_path_factory):
-    # lengths capped at the oracle-sized 1100 (the long explicit cases of issue 11 have their own
-    # meta-tests): these backward mistakes all show there
-    args = ["-k", "matches_oracle", "--ssm-grad", "--ssm-max-length", "1100"]
+    # short-input defects: the explicit long cases capped (tests/test_meta_long_mixers.py)
+    args = ["-k", "matches_oracle", "--ssm-grad", "--ssm-max-length=128"]
     for role, _, target in CASES:
         args += ["--ssm-subject", f"{role}={target}"]
     return run_suite(*args, profile="ci-noshrink", report_dir=tmp_path_factory.mktemp("backward"))

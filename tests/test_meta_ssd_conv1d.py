@@ -64,7 +64,9 @@ _RUNS = {}
 
 def _run(role, tmp_path_factory):
     if role not in _RUNS:
-        args = []
+        # short-input defects (the quadratic SSD is O(l^2)): the explicit long cases capped;
+        # tests/test_meta_long_mixers.py judges long ones
+        args = ["--ssm-max-length=128"]
         for target in _correct(role) + [f"tests.subjects.mamba_wrong:{n}" for n in WRONG[role]]:
             args += ["--ssm-subject", f"{role}={target}"]
         _RUNS[role] = run_suite(*args, profile="ci-noshrink",

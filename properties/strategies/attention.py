@@ -33,6 +33,11 @@ class AttentionCase:
     regime: str
     features: frozenset = field(default_factory=frozenset)
     cotangent: np.ndarray | None = None
+    rebuild: tuple | None = None  # (module, generator call) of a long case (harness.describe)
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[-2]
 
     def args(self):
         return {"q": self.q, "k": self.k, "v": self.v, "is_causal": self.is_causal,
@@ -90,9 +95,37 @@ EXPLICIT = (
 )
 
 
+# Long key axes (issue 11): 2^k - 1, 2^k, 2^k + 1 keys (k = 11..14) and one past multiples of
+# kernels' tile sizes; few queries; judged against the long tier (oracle/long_attention.py).
+LONG_KEYS = tuple(v for k in range(11, 15) for v in (2**k - 1, 2**k, 2**k + 1)) + (
+    7 * 64 + 1, 9 * 128 + 1, 5 * 256 + 1, 3 * 2048 + 1, 3 * 4096 + 1)
+LONG_THRESHOLD = 1024  # keys beyond the drawn range: the long tier judges
+
+
+def long_cases():
+    from ssm_conformance.properties.options import length_cap
+    cases = []
+    for i, s in enumerate(LONG_KEYS):
+        kw = dict(shape=(1, 1 + i % 2, 2 + i % 3, length_cap(s), (4, 8, 16)[i % 3]),
+                  is_causal=i % 3 == 1, scale=(None, 0.5, None, 2.0)[i % 4],
+                  regime=("ordinary", "dominant", "extreme", "ordinary")[i % 4], seed=3000 + i)
+        case = make_case(**kw)
+        case.rebuild = ("ssm_conformance.properties.strategies.attention",
+                        "make_case(" + ", ".join(f"{k}={v!r}" for k, v in kw.items()) + ")")
+        cases.append(case)
+    return cases
+
+
 def explicit_cases():
     cases = [make_case(**kw) for kw in EXPLICIT]
     return [c for c in cases if all(enabled(f) for f in c.features)]
+
+
+def with_long_cases(test):
+    """Decorator: ``test`` also runs ``long_cases()`` first (every profile)."""
+    for case in reversed([c for c in long_cases() if all(enabled(f) for f in c.features)]):
+        test = example(case=case)(test)
+    return test
 
 
 def with_explicit_cases(test):

@@ -45,6 +45,11 @@ class Conv1dCase:
     seed: int = 0       # of the redrawn future (causality)
     layout: str = "contiguous"
     fp32: tuple = ("weight", "bias")
+    rebuild: tuple | None = None  # (module, generator call) of a long case (harness.describe)
+
+    @property
+    def length(self) -> int:
+        return self.x.shape[-1]
 
     def args(self):
         return {"x": self.x, "weight": self.weight, "bias": self.bias,
@@ -115,3 +120,35 @@ def conv1d_cases(draw, *, max_cost: int = 8192, min_length: int = 1, min_batch: 
                       features=frozenset(features), cotangent=rng.standard_normal((b, d, l)),
                       split=int(rng.integers(1, l)) if l > 1 else 0, x_kind=kind,
                       x_scale=x_scale, seed=int(rng.integers(2**32)))
+
+
+# --- long cases (issue 11): built from a seed, judged against the long tier ---------------------
+
+def conv1d_case_from_seed(seed, b, d, l, w, bias=False, activation=None, x_kind="normal"):
+    """A deterministic Conv1dCase of length l: what a long case's failure prints (``rebuild``)."""
+    rng = np.random.default_rng(seed)
+    x = _x(x_kind, (b, d, l), rng)
+    weight = rng.standard_normal((d, w))
+    features = ({"bias"} if bias else set()) | ({"silu"} if activation else set())
+    call = (f"conv1d_case_from_seed(seed={seed}, b={b}, d={d}, l={l}, w={w}, bias={bias}, "
+            f"activation={activation!r}, x_kind={x_kind!r})")
+    return Conv1dCase(x=x, weight=weight, bias=rng.standard_normal(d) if bias else None,
+                      activation=activation, features=frozenset(features),
+                      cotangent=rng.standard_normal((b, d, l)), split=l // 2, x_kind=x_kind,
+                      seed=seed, rebuild=("ssm_conformance.properties.strategies.conv1d", call))
+
+
+LONG_LENGTHS = tuple(v for k in range(11, 18) for v in (2**k - 1, 2**k, 2**k + 1)) + (
+    7 * 64 + 1, 9 * 128 + 1, 5 * 256 + 1, 3 * 2048 + 1, 5 * 4096 + 1)
+
+
+def long_conv1d_cases():
+    """The explicit long cases every profile judges (few channels; widths, bias, SiLU and x kinds
+    vary; lengths capped by --ssm-max-length)."""
+    from ssm_conformance.properties.options import length_cap
+    cases = [conv1d_case_from_seed(seed=2000 + i, b=1, d=1 + i % 3, l=length_cap(l),
+                                   w=WIDTHS[i % 3], bias=i % 2 == 0,
+                                   activation="silu" if i % 4 < 2 else None,
+                                   x_kind=X_KINDS[i % 3])
+             for i, l in enumerate(LONG_LENGTHS)]
+    return [c for c in cases if all(enabled(f) for f in c.features)]

@@ -65,6 +65,11 @@ class SSDCase:
     seed: int = 0  # of the redrawn future (causality)
     layout: str = "contiguous"
     fp32: tuple = ("A", "D", "dt_bias")
+    rebuild: tuple | None = None  # (module, generator call) of a long case (harness.describe)
+
+    @property
+    def length(self) -> int:
+        return self.x.shape[1]
 
     def args(self):
         return {"x": self.x, "dt": self.dt, "A": self.A, "B": self.B, "C": self.C,
@@ -273,3 +278,61 @@ def use_layout(sut, case, name: str, transform=strided):
     case.features = frozenset(case.features) | {"non_contiguous"}   # counted by the report
     return case
 
+
+# --- long cases (issue 11): built from a seed, judged against the long tier ---------------------
+
+def ssd_case_from_seed(seed, b, l, h, p, g, n, chunk_size, dt_kind="moderate", softplus=False,
+                       D=False, z=False, dt_bias=False, initial_states=False, final_states=False,
+                       A_zero=False):
+    """A deterministic SSDCase of length l (the distributions of ``ssd_cases``): what a long
+    case's failure prints as its reproduction (``rebuild``)."""
+    rng = np.random.default_rng(seed)
+    arrays = time_arrays(rng, b, l, h, p, g, n, softplus=softplus, dt_kind=dt_kind,
+                         scales=(1.0, 1.0, 1.0), has_z=z)
+    A = -(10.0 ** rng.uniform(-3.0, np.log10(16.0), h))
+    if A_zero:
+        A[0] = 0.0
+    features = {name for name, on in (("D", D), ("z", z), ("dt_bias", dt_bias),
+                                      ("dt_softplus", softplus), ("initial_states", initial_states),
+                                      ("final_states", final_states), ("grouped_BC", g > 1)) if on}
+    call = (f"ssd_case_from_seed(seed={seed}, b={b}, l={l}, h={h}, p={p}, g={g}, n={n}, "
+            f"chunk_size={chunk_size}, dt_kind={dt_kind!r}, softplus={softplus}, D={D}, z={z}, "
+            f"dt_bias={dt_bias}, initial_states={initial_states}, final_states={final_states}, "
+            f"A_zero={A_zero})")
+    return SSDCase(x=arrays["x"], dt=arrays["dt"], A=A, B=arrays["B"], C=arrays["C"],
+                   chunk_size=chunk_size, D=rng.standard_normal(h) if D else None, z=arrays["z"],
+                   dt_bias=(rng.uniform(0.0, 0.1, h) if not softplus else rng.standard_normal(h))
+                   if dt_bias else None,
+                   initial_states=rng.standard_normal((b, h, p, n)) if initial_states else None,
+                   dt_softplus=softplus, return_final_states=final_states,
+                   features=frozenset(features), cotangent=rng.standard_normal((b, l, h, p)),
+                   split=l // 2, dt_kind=dt_kind, seed=seed,
+                   rebuild=("ssm_conformance.properties.strategies.ssd", call))
+
+
+# lengths 2^k - 1, 2^k, 2^k + 1 (k = 11..17) and one past multiples of kernels' chunk sizes
+LONG_LENGTHS = tuple(v for k in range(11, 18) for v in (2**k - 1, 2**k, 2**k + 1)) + (
+    7 * 64 + 1, 9 * 128 + 1, 5 * 256 + 1, 3 * 2048 + 1, 5 * 4096 + 1)
+LONG_CHUNKS = (256, 64, 128, 48, 256, 100)
+
+
+# the backward's long cases (its tier costs ~3x the forward's; CI budget): the shortest, one past
+# chunk multiples, and the longest
+VJP_LONG_LENGTHS = (2**11 - 1, 5 * 256 + 1, 3 * 2048 + 1, 2**16 + 1, 2**17)
+
+
+def long_ssd_cases(vjp=False):
+    """The explicit long cases every profile judges (tiny heads; features and chunk sizes vary;
+    every length capped by --ssm-max-length); ``vjp``: those of VJP_LONG_LENGTHS."""
+    from ssm_conformance.properties.options import length_cap
+    cases = []
+    for i, l in enumerate(LONG_LENGTHS):
+        if vjp and l not in VJP_LONG_LENGTHS:
+            continue
+        on = [bool(i >> j & 1) for j in range(5)]
+        cases.append(ssd_case_from_seed(
+            seed=1000 + i, b=1, l=length_cap(l), h=2 if i % 3 == 0 else 1, p=1 + i % 2, g=1,
+            n=2 if i % 2 else 4, chunk_size=LONG_CHUNKS[i % len(LONG_CHUNKS)],
+            dt_kind=DT_KINDS[i % 2], softplus=on[0], D=on[1], z=on[2], dt_bias=on[3],
+            initial_states=on[4], final_states=i % 2 == 0, A_zero=i % 4 == 1))
+    return [c for c in cases if all(enabled(f) for f in c.features)]

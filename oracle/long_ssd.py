@@ -1,0 +1,328 @@
+"""The long-input tier of the SSD (Mamba-2) oracle: oracle/ssd.py's outputs and gradients for
+sequences far beyond the MPFR oracle's reach (l up to 2^20), vectorized over (b, h, p, n) and
+computed in the working format W of oracle/extended.py (float64 for float32/half subjects,
+80-bit long double for float64 subjects).
+
+Algorithm (in W): chunks of ``TIER_CHUNK`` = 128 steps.  Within a chunk the quadratic form with
+L_ij = exp(seg_ij), seg_ij = sum_{k=j+1..i} Dt_k A summed DIRECTLY (a cumulative sum down the
+columns of the masked matrix, never a difference of cumulative sums); between chunks the state
+recurrence S_out = exp(sum_chunk Dt A) S_in + sum_j exp(seg_{last,j}) Dt_j x_j B_j^T, one Python
+iteration per chunk.  The VJP materializes the states S_t and adjoint states G_S_t of one chunk at
+a time and applies oracle/ssd.py's adjoint formulas (backward_core) to them, then its chain rule.
+
+The tier's own error (Reference.error), first order in u_W (the constants cover O(u_W^2)):
+every output is a sum of monomials  term_ij = C_i.B_j exp(seg_ij) Dt_j x_j (gate, D x, S_0 alike).
+ - products and sums: a path from source j to output i crosses at most 2 n (the C.B and C.S dots)
+   + 2 Q_T (the sums over a chunk) + 3 nc_T (multiply-add per chunk crossed, nc_T = ceil(l/Q_T))
+   + 16 (leaves: Dt x, Dt A, softplus, SiLU, D x, gate) roundings:  D_T abs_out;
+ - exponents: seg_ij sums at most Q_T rounded terms Dt_k A (each with relative error
+   u_W (2 + kappa_k)), and a chunk total passes exp(.) once per chunk: an exponent error
+   <= u_W (Q_T + 4) sum_{k=j+1..i} |Dt_k A| (1 + kappa_k), plus 2 u_W per exp evaluated (numpy's
+   exp/log1p are within 1 ulp): the first part is <= u_W (Q_T + 4) / Q_s exp_cond (the MPFR model's
+   exp_cond weighs every exponent by Q_s = min(chunk_size, l) >= 1), the second is in D_T.
+   error = 2 u_W (D_T abs_out + (Q_T + 4) / Q_s exp_cond)          (factor 2: second order terms)
+Gradients: the adjoint has the same paths twice, plus the sums of _chain (b l terms): D_T doubled
+plus the summed count, likewise 2 u_W (...).
+
+Magnitudes handed to the tolerance model (properties/tolerance.py, ssd_terms: the SAME names as
+oracle/ssd.py):
+ - "abs_out"/"abs_state" and "exp_cond": oracle/ssd.py's definitions (the recurrence on absolute
+   values of the leaves; the first-order exponent errors of chunk-local cumulative sums),
+   evaluated by the same chunked algorithm in complex128 with a complex step: leaves scaled by
+   e^{i h weight}, exp_cond = Im / h (the derivative exactly, no difference quotient).
+ - "depth": per element, the |term|-weighted mean number of roundings on a path of an accurate
+   algorithm, d_ij = 3 (i - j + 1) + 2 n + 8 + 2 min(Q_s, l) + 2 ceil(l / Q_s): the recurrence
+   (3 per step crossed), chunked kernels with state passing (sums over a chunk, 2 Q_s; a
+   multiply-add per chunk crossed <= 3 (i - j + 1)), chunked kernels that sum all previous chunk
+   states in one contraction in any order (ssd_minimal's einsum over chunks: 2 ceil(l / Q_s)),
+   and tree scans (4 log2 l <= 2 Q_s + 2 l / Q_s).  sum_j d_ij |term_ij| is again a complex step
+   (Dt_k A -> Dt_k A + 3 i h).  oracle/ssd.py takes the uniform depth 3 (t + 1) + 2 n + 8, which at
+   l = 2^17 admits a relative error of 0.1 in float32 -- far above what a kernel whose decays come
+   from a global float32 cumulative sum errs by (u |cs_t| ~ u t |Dt A|, then 10^-2): this
+   weighting keeps the far past, which decays, from inflating the bound of the present.
+   Gradients keep oracle/ssd.py's uniform depth.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ssm_conformance.oracle.extended import tier_dtype, tier_unit_roundoff
+from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.oracle.selective_scan import (
+    SOFTPLUS_THRESHOLD, as_array, check_shape, dsoftplus_kappa, f_softplus, softplus_kappa,
+)
+from ssm_conformance.oracle.ssd import DEFAULT_DT_LIMIT, _chain, _Inputs, _leaves_abs
+
+TIER_CHUNK = 128
+STEP = 1e-30  # complex step h: Im f(x + i h w) / h = f'(x) w exactly up to O(h^2)
+
+
+# ----------------------------------------------------------------------------------------------
+# the chunked core (any real or complex NumPy dtype)
+
+
+def _segsum(dA):
+    """dA (..., q) -> seg (..., q, q), seg[i, j] = sum_{k=j+1..i} dA_k for i > j, 0 elsewhere:
+    direct sums (cumulative sums down the columns of the strictly lower triangle)."""
+    q = dA.shape[-1]
+    strict = np.tril(np.ones((q, q), dtype=bool), -1)
+    X = np.where(strict, dA[..., :, None], 0)
+    return np.cumsum(X, axis=-2)
+
+
+def _chunks(l, q):
+    return [(c0, min(c0 + q, l)) for c0 in range(0, l, q)]
+
+
+def forward_core(dA, dtx, B, C, S0, q=TIER_CHUNK):
+    """y (b, l, h, p) = C_t . S_t and S_final (b, h, p, n) of S_t = e^{dA_t} S_{t-1} + dtx_t B_t^T.
+    dA (b, l, h), dtx (b, l, h, p), B, C (b, l, h, n) (per head), S0 (b, h, p, n) or None."""
+    b, l, h, p = dtx.shape
+    n = B.shape[-1]
+    dt_ = np.result_type(dA, dtx, B, C, *(() if S0 is None else (S0,)))
+    S = np.zeros((b, h, p, n), dtype=dt_) if S0 is None else S0.astype(dt_)
+    y = np.empty((b, l, h, p), dtype=dt_)
+    dA_t, X_t = np.moveaxis(dA, 1, -1), np.moveaxis(dtx, 1, 2)                 # (b,h,l), (b,h,l,p)
+    B_t, C_t = np.moveaxis(B, 1, 2), np.moveaxis(C, 1, 2)                     # (b,h,l,n)
+    for c0, c1 in _chunks(l, q):
+        a, x, Bc, Cc = dA_t[..., c0:c1], X_t[:, :, c0:c1], B_t[:, :, c0:c1], C_t[:, :, c0:c1]
+        seg = _segsum(a)
+        L = np.tril(np.exp(seg))                                              # (b,h,q,q)
+        cs = np.cumsum(a, axis=-1)                                           # chunk-local, direct
+        yc = (np.matmul(Cc, np.swapaxes(Bc, -1, -2)) * L) @ x                # intra-chunk
+        yc = yc + np.exp(cs)[..., None] * np.matmul(Cc, np.swapaxes(S, -1, -2))
+        y[:, c0:c1] = np.moveaxis(yc, 2, 1)
+        last = L[..., -1, :]                                                 # exp(seg_{last, j})
+        S = np.exp(cs[..., -1])[..., None, None] * S + np.swapaxes(x * last[..., None], -1, -2) @ Bc
+    return y, S
+
+
+def adjoint_core(dA, dtx, B, C, S0, G_pre, gfinal=None, q=TIER_CHUNK):
+    """oracle/ssd.py's backward_core, chunk by chunk: leaf gradients G_a (b,l,h) (of a = e^{dA}),
+    G_dtx (b,l,h,p), G_B, G_C (b,l,h,n), G_S0 (b,h,p,n)."""
+    b, l, h, p = dtx.shape
+    n = B.shape[-1]
+    dt_ = np.result_type(dA, dtx, B, C, G_pre, *(() if S0 is None else (S0,)))
+    dA_t, X_t, G_t = np.moveaxis(dA, 1, -1), np.moveaxis(dtx, 1, 2), np.moveaxis(G_pre, 1, 2)
+    B_t, C_t = np.moveaxis(B, 1, 2), np.moveaxis(C, 1, 2)
+    chunks = _chunks(l, q)
+    S = np.zeros((b, h, p, n), dtype=dt_) if S0 is None else S0.astype(dt_)
+    S_in = []
+    for c0, c1 in chunks:                                                    # states entering
+        S_in.append(S)
+        a, x, Bc = dA_t[..., c0:c1], X_t[:, :, c0:c1], B_t[:, :, c0:c1]
+        last = np.exp(_segsum(a)[..., -1, :])
+        S = np.exp(np.sum(a, axis=-1))[..., None, None] * S + np.swapaxes(x * last[..., None], -1, -2) @ Bc
+    G_a = np.empty((b, h, l), dtype=dt_)
+    G_x = np.empty((b, h, l, p), dtype=dt_)
+    G_B = np.empty((b, h, l, n), dtype=dt_)
+    G_C = np.empty((b, h, l, n), dtype=dt_)
+    R = np.zeros((b, h, p, n), dtype=dt_) if gfinal is None else gfinal.astype(dt_)  # a_{c1} G_S_{c1}
+    for (c0, c1), Sc in zip(reversed(chunks), reversed(S_in)):
+        a, x, Bc, Cc, G = (dA_t[..., c0:c1], X_t[:, :, c0:c1], B_t[:, :, c0:c1], C_t[:, :, c0:c1],
+                           G_t[:, :, c0:c1])
+        seg = _segsum(a)
+        L = np.tril(np.exp(seg))                                             # L[i, j], i >= j
+        cs = np.cumsum(a, axis=-1)
+        # S_t = e^{cs_t} S_in + sum_{j<=t} L_tj dtx_j B_j^T;  G_S_t = sum_{i>=t} L_it G_i C_i^T
+        #       + e^{seg_{last, t}} R
+        St = (np.exp(cs)[..., None, None] * Sc[:, :, None]
+              + np.einsum("bhtj,bhjp,bhjn->bhtpn", L, x, Bc, optimize=True))
+        GS = (np.exp(seg[..., -1, :])[..., None, None] * R[:, :, None]
+              + np.einsum("bhit,bhip,bhin->bhtpn", L, G, Cc, optimize=True))
+        Sprev = np.concatenate([Sc[:, :, None], St[:, :, :-1]], axis=2)
+        G_a[..., c0:c1] = np.sum(GS * Sprev, axis=(-2, -1))
+        G_x[:, :, c0:c1] = np.sum(GS * Bc[:, :, :, None, :], axis=-1)
+        G_B[:, :, c0:c1] = np.sum(GS * x[..., None], axis=-2)
+        G_C[:, :, c0:c1] = np.sum(G[..., None] * St, axis=-2)
+        R = np.exp(a[..., 0])[..., None, None] * GS[:, :, 0]                 # a_{c0} G_S_{c0}
+    back = lambda t: np.moveaxis(t, 2, 1)                                    # noqa: E731
+    return np.moveaxis(G_a, -1, 1), back(G_x), back(G_B), back(G_C), R
+
+
+# ----------------------------------------------------------------------------------------------
+# leaves in W
+
+
+def _softplus_w(v):
+    return np.where(v > SOFTPLUS_THRESHOLD, v, np.log1p(np.exp(np.minimum(v, SOFTPLUS_THRESHOLD))))
+
+
+def _sigmoid_w(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def _leaves_w(inp, softplus, W):
+    """The leaves of oracle/ssd.py (_leaves_mp) in the real format W, plus dA = Dt A."""
+    c = lambda a: None if a is None else a.astype(W)                        # noqa: E731
+    x, A = c(inp.x), c(inp.A)
+    v = c(inp.dt) if inp.dt_bias is None else c(inp.dt) + c(inp.dt_bias)[None, None, :]
+    with np.errstate(over="ignore"):
+        pre = _softplus_w(v) if softplus else v
+    Dt = np.minimum(np.maximum(pre, W(inp.lo)), W(inp.hi))
+    inside = ((pre >= inp.lo) & (pre <= inp.hi)).astype(W)
+    gidx = inp.head_group
+    D = c(inp.D)
+    z = c(inp.z)
+    with np.errstate(over="ignore"):
+        sg = None if z is None else _sigmoid_w(z)
+        dsp = _sigmoid_w(v) if softplus else np.ones_like(v)
+    D4 = None if D is None else (D[None, None, :, None] if D.ndim == 1 else D[None, None])
+    dA = Dt * A[None, None, :]
+    return dict(x=x, A=A, Dt=Dt, dA=dA, a=np.exp(dA), dtx=Dt[..., None] * x,
+                B=c(inp.B)[:, :, gidx], C=c(inp.C)[:, :, gidx], D=D,
+                Dx=None if D is None else D4 * x,
+                gate=None if z is None else z * sg,
+                dgate=None if z is None else sg * (1 + z * (1 - sg)),
+                dDt=dsp * inside, S0=c(inp.S0))
+
+
+def _finish(lv, y):
+    pre = y if lv["Dx"] is None else y + lv["Dx"]
+    return (pre if lv["gate"] is None else pre * lv["gate"]), pre
+
+
+# ----------------------------------------------------------------------------------------------
+# magnitudes (complex steps through the same core, in complex128)
+
+
+def _dA_real(inp):
+    """Dt A in float64, the logarithm of the magnitude pass's decay leaf a = e^{Dt A} > 0."""
+    v = inp.dt if inp.dt_bias is None else inp.dt + inp.dt_bias[None, None, :]
+    pre = f_softplus(v) if inp.softplus else v
+    return np.minimum(np.maximum(pre, inp.lo), inp.hi) * inp.A[None, None, :]
+
+
+def _abs_and_step(inp, lv, weights, dA_step, out_step):
+    """Run the core on the absolute leaves ``lv`` (oracle/ssd.py's _leaves_abs) with dA_k ->
+    |Dt_k A| ... + i h dA_step_k, dtx_j -> dtx_j e^{i h w_j}, gate_i -> gate_i e^{i h w_i}:
+    returns (abs_out, abs_state, d abs_out, d abs_state) with d = Im / h."""
+    dA = _dA_real(inp) + 1j * STEP * dA_step                                # log a, a = |a|
+    dtx = lv["dtx"] * np.exp(1j * STEP * weights.get("dtx", 0.0))
+    gate = lv["gate"] * np.exp(1j * STEP * out_step)
+    y, S = forward_core(dA, dtx, lv["B"], lv["C"], None if lv["S0"] is None else lv["S0"] + 0j)
+    pre = y if lv["Dx"] is None else y + lv["Dx"]
+    out = pre * gate
+    return out.real, S.real, out.imag / STEP, S.imag / STEP
+
+
+def _depth_const(inp):
+    Qs = min(inp.Q, inp.l)
+    return 2.0 * inp.n + 8 + 2 * Qs + 2 * math.ceil(inp.l / inp.Q)
+
+
+def _tier_error(inp, subject_dtype, abs_mag, exp_cond, extra_depth=0.0):
+    u = tier_unit_roundoff(subject_dtype)
+    nc = math.ceil(inp.l / TIER_CHUNK)
+    D_T = 2 * inp.n + 2 * TIER_CHUNK + 3 * nc + 16 + extra_depth
+    Qs = min(inp.Q, inp.l)
+    return 2 * u * (D_T * abs_mag + (TIER_CHUNK + 4) / Qs * exp_cond)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tier
+
+
+def ssd_long(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+             dt_softplus=False, return_final_states=False, dt_limit=DEFAULT_DT_LIMIT,
+             subject_dtype="float32"):
+    """oracle/ssd.py's ``ssd`` by the long tier (module doc), in the working format of
+    ``subject_dtype`` (oracle/extended.py).  Returns Reference out (b, l, h, p) [, Reference
+    final_states (b, h, p, n)] with magnitudes "abs_out" ("abs_state"), "exp_cond", "depth"."""
+    inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
+    inp.softplus = bool(dt_softplus)
+    W = tier_dtype(subject_dtype)
+    lv = _leaves_w(inp, dt_softplus, W)
+    y, S = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
+    out, _ = _finish(lv, y)
+
+    la, weights, _ = _leaves_abs(inp, dt_softplus)
+    abs_out, abs_S, cond_out, cond_S = _abs_and_step(inp, la, weights, weights["a"], weights["gate"])
+    ones = np.zeros_like(weights["a"]) + 3.0
+    _, _, dep_out, dep_S = _abs_and_step(inp, la, {}, ones, 0.0)
+    c0 = _depth_const(inp)
+
+    def depth(mag, dep):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(mag > 0, c0 + dep / np.where(mag > 0, mag, 1.0), c0 + 3.0 * inp.l)
+
+    out_ref = Reference(out.astype(np.float64), _tier_error(inp, subject_dtype, abs_out, cond_out),
+                        {"abs_out": abs_out, "exp_cond": cond_out, "depth": depth(abs_out, dep_out)})
+    if not return_final_states:
+        return out_ref
+    return out_ref, Reference(S.astype(np.float64), _tier_error(inp, subject_dtype, abs_S, cond_S),
+                              {"abs_state": abs_S, "exp_cond": cond_S, "depth": depth(abs_S, dep_S)})
+
+
+def _grads(lv, inp, has, gout, gfinal, names):
+    y, S = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
+    pre = y if lv["Dx"] is None else y + lv["Dx"]
+    G_pre = gout if lv["gate"] is None else gout * lv["gate"]
+    G_a, G_dtx, G_B, G_C, G_S0 = adjoint_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"],
+                                              G_pre, gfinal)
+    gl = dict(a=G_a, dtx=G_dtx, B=G_B, C=G_C, Dx=G_pre,
+              gate=None if lv["gate"] is None else gout * pre)
+    if lv["S0"] is not None:
+        gl["S0"] = G_S0
+    g = _chain(gl, lv, inp, has)
+    return [g[k] for k in names]
+
+
+def ssd_vjp_long(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
+                 initial_states=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT,
+                 grad_final_states=None, subject_dtype="float32"):
+    """oracle/ssd.py's ``ssd_vjp`` by the long tier: {name: Reference} with magnitudes
+    "abs_out", "exp_cond" and oracle/ssd.py's uniform "depth"."""
+    inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
+    inp.softplus = bool(dt_softplus)
+    grad_out = as_array(grad_out, "grad_out", real=True)
+    check_shape(grad_out, "grad_out", inp.x.shape)
+    if grad_final_states is not None:
+        grad_final_states = as_array(grad_final_states, "grad_final_states", real=True)
+        check_shape(grad_final_states, "grad_final_states", (inp.b, inp.h, inp.p, inp.n))
+    has = {"D": inp.D is not None, "z": inp.z is not None, "dt_bias": inp.dt_bias is not None,
+           "initial_states": inp.S0 is not None}
+    names = ["x", "dt", "A", "B", "C"] + [k for k in ("D", "z", "dt_bias", "initial_states") if has[k]]
+    W = tier_dtype(subject_dtype)
+    lv = _leaves_w(inp, dt_softplus, W)
+    gf = None if grad_final_states is None else grad_final_states.astype(W)
+    values = _grads(lv, inp, has, grad_out.astype(W), gf, names)
+
+    # magnitudes: the adjoint on absolute leaves, leaves scaled by e^{i h weight} (complex step)
+    la, weights, _ = _leaves_abs(inp, dt_softplus)
+    c = {k: (None if v is None else v.astype(np.complex128)) for k, v in la.items()}
+    e = lambda k: np.exp(1j * STEP * weights[k])                            # noqa: E731
+    c["dA"] = _dA_real(inp) + 1j * STEP * weights["a"]
+    c["a"] = np.exp(c["dA"])
+    c["dtx"] = c["dtx"] * e("dtx")
+    c["Dt"] = c["Dt"] * e("Dt")
+    c["dDt"] = c["dDt"] * e("dDt")
+    gout = np.abs(grad_out).astype(np.complex128)
+    if inp.z is None:          # the all-ones gate of the magnitude pass is not an input
+        gout = gout * e("gate")
+        c["gate"], c["dgate"] = None, None
+    else:
+        c["gate"], c["dgate"] = c["gate"] * e("gate"), c["dgate"] * e("dgate")
+    gf = None if grad_final_states is None else np.abs(grad_final_states).astype(np.complex128)
+    mags = _grads(c, inp, has, gout, gf, names)
+
+    b, length, h, p, n, g = inp.b, inp.l, inp.h, inp.p, inp.n, inp.g
+    counts = {"x": n, "dt": p * n, "A": b * length * p * n, "B": (h // g) * p, "C": (h // g) * p,
+              "D": b * length * (p if has["D"] and inp.D.ndim == 1 else 1), "z": 1,
+              "dt_bias": b * length * p * n, "initial_states": 1}
+    depth0 = 2 * (3 * length + 2 * n + 8)
+    nc = math.ceil(length / TIER_CHUNK)
+    out = {}
+    for k, val, mag in zip(names, values, mags):
+        abs_mag, cond = mag.real, np.maximum(mag.imag / STEP, 0.0)
+        err = _tier_error(inp, subject_dtype, 2 * abs_mag, 2 * cond,
+                          extra_depth=2 * inp.n + 2 * TIER_CHUNK + 3 * nc + 16 + counts[k])
+        out[k] = Reference(val.astype(np.float64), err,
+                           {"abs_out": abs_mag, "exp_cond": cond, "depth": float(depth0 + counts[k])})
+    return out
+
+
+__all__ = ["ssd_long", "ssd_vjp_long", "forward_core", "adjoint_core", "TIER_CHUNK",
+           "softplus_kappa", "dsoftplus_kappa"]

@@ -1,0 +1,48 @@
+"""Meta-tests of the long cases of ``ssd``, ``causal_conv1d`` and ``attention`` (issue 11): kernels
+correct on short inputs but wrong past thousands of steps (tests/subjects/long_wrong_mixers.py)
+are rejected by ``matches_oracle`` on its explicit long cases -- the report row of that property
+says "fail" -- and the failure prints a generator call as its reproduction, not the numbers; the
+correct blocked control of each role passes.  One CLI run per role (ci-noshrink, -k to the one
+property, float32), all of its subjects together."""
+from __future__ import annotations
+
+import pytest
+
+from tests.cli import run_suite
+from tests.subjects import mamba_refs
+
+MOD = "tests.subjects.long_wrong_mixers"
+ROLES = {
+    "ssd": ("ssd_blocked_correct", ["ssd_global_cumsum", "ssd_drops_state_late"],
+            "ssd_case_from_seed("),
+    "causal_conv1d": ("conv1d_tiled_correct", ["conv1d_tiled_no_halo"], "conv1d_case_from_seed("),
+    "attention": ("attention_blocked_correct", ["attention_no_rescale"], "make_case("),
+}
+
+
+# mamba-ssm's pure-torch references, judged on the long cases too when they load (einops and the
+# sources: tests/subjects/mamba_refs.py)
+UPSTREAM = {"ssd": ("mamba_ssm", "tests.subjects.mamba_refs:ssd_minimal"),
+            "causal_conv1d": ("causal_conv1d", "tests.subjects.mamba_refs:causal_conv1d")}
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_long_defects_rejected(role, tmp_path):
+    correct, wrong, generator = ROLES[role]
+    args = [f"--ssm-subject={role}={MOD}:{name}" for name in [correct, *wrong]]
+    upstream = None
+    if role in UPSTREAM and mamba_refs.available(UPSTREAM[role][0])[0]:
+        upstream = UPSTREAM[role][1]
+        args.append(f"--ssm-subject={role}={upstream}")
+    run = run_suite(*args, "-k", f"test_{role}_matches_oracle", report_dir=tmp_path,
+                    profile="ci-noshrink")
+    assert run.report is not None, run.output[-3000:]
+    assert run.verdict(f":{correct}") == ("pass", None), run.output[-3000:]
+    if upstream:
+        assert run.verdict(upstream.partition(":")[1] + upstream.partition(":")[2]) == ("pass", None)
+    for name in wrong:
+        rows = [r for r in run.results(f":{name}") if r["property"] == "matches_oracle"]
+        assert rows and rows[0]["verdict"] == "fail", (name, run.output[-3000:])
+        message = rows[0]["message"]
+        assert generator in message and "subject_inputs(case" in message, message
+        assert "error exceeds the tolerance" in message or "non_finite" in rows[0]["failure_kind"]
