@@ -19,8 +19,9 @@ from ssm_conformance.oracle import s4_kernels as oracle_s4
 from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.properties import tolerance as tm
 from ssm_conformance.properties.harness import Output, oracle
-from ssm_conformance.properties.strategies.s4 import (MAX_N, dplr_cases, dplr_hippo_legs_case, hippo_cases,
-                                      s4d_cases, ssm_cases)
+from ssm_conformance.properties.strategies.s4 import (MAX_N, SSMCase, dplr_cases,
+                                                     dplr_hippo_legs_case, hippo_cases, s4d_cases,
+                                                     ssm_cases)
 from ssm_conformance.properties.subjects import SubjectFailure
 
 # --- HiPPO ---------------------------------------------------------------------------------------
@@ -100,8 +101,19 @@ test_matches_oracle_hippo_fout = _hippo_role_test("fout")
 
 # --- kernels -------------------------------------------------------------------------------------
 
+def _underflow_case(log2_decay: int) -> SSMCase:
+    """K_k = 2^(log2_decay k), k < 5: exact powers of two, so K_4 is exactly 2^(4 log2_decay)."""
+    return SSMCase(Ad=np.array([[2.0**log2_decay]]), Bd=np.array([1.0]), C=np.array([1.0]), L=5,
+                   kind="underflow")
+
+
 @pytest.mark.ssm_role("ssm_kernel", property="matches_oracle")
 @given(case=ssm_cases())
+# explicit, in every profile: a kernel that decays into float64's subnormal range (K_4 = 2^-1040,
+# which a flush-to-zero kernel returns as 0, admitted) and to just above its smallest normal
+# (K_4 = 2^-1020 = 4 tiny, which no kernel may flush)
+@example(case=_underflow_case(-260))
+@example(case=_underflow_case(-255))
 def test_matches_oracle_ssm_kernel(sut, case):
     case = sut.round_case(case)  # --ssm-numpy-dtype float32: the inputs as the subject gets them
     (K,) = sut.outputs(sut.call(case), [Output("K", (case.L,))])
