@@ -4,7 +4,7 @@ Classes of A (each drawn with probability 1/8 or more): dense, diagonal, singula
 zero or repeated row), nilpotent (strictly upper triangular), defective (a Jordan block under an
 integer unimodular similarity, so exactly defective in float64), oscillatory (skew-symmetric plus
 a negative shift, eigenvalues with large imaginary parts), stiff (eigenvalues spread over four
-decades, ||A dt|| up to 2000), zero. Sizes n = 1..16, B with 1..4 columns or 1-D and scaled
+decades, ||A dt|| up to 2000), zero. Sizes n = 1..16, B (n, m) with m = 1..4 columns, scaled
 by 2^0, 2^+-12, 2^+-40 or 0, dt from 1e-6 to 1e2, and ||A dt|| from 1e-8 to 30 (stiff: to 2000).
 """
 from __future__ import annotations
@@ -95,10 +95,9 @@ def lti_cases(draw, max_n: int = 16, singular_feature: str | None = None):
     target = draw(log_uniform(3, 4)) if kind == "stiff" else draw(log_uniform(-8, 1)) * 3
     norm = np.linalg.norm(A0, 1)
     A = A0 * power_of_two_near(target / (norm * dt)) if norm > 0 else A0
-    if draw(st.booleans()):
-        B = rng.standard_normal(n)
-    else:
-        B = rng.standard_normal((n, draw(st.integers(1, 4))))
+    # B is (n, m), m >= 1, always 2-D (CONTRACT.md: all four discretize roles); m = 1 half the time
+    m = 1 if draw(st.booleans()) else draw(st.integers(2, 4))
+    B = rng.standard_normal((n, m))
     # B over many binades: Van Loan's block grows with ||B||, and Ad must not care; and B = 0
     # (a Van Loan block as small as A dt itself)
     B = B * draw(st.sampled_from([1.0, 1.0, 2.0**-40, 2.0**-12, 2.0**12, 2.0**40, 0.0]))

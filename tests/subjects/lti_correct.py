@@ -36,6 +36,26 @@ def _cont2discrete(A, B, dt, method):
 
 # --- discretize_zoh ------------------------------------------------------------------------------
 
+def zoh_written_to_the_contract(A, B, dt):
+    """Written to CONTRACT.md's signature: B is (n, m), so m = B.shape[1] (a 1-D B would raise
+    here); Van Loan's block exponential expm(dt [[A, B], [0, 0]]) = [[Ad, Bd], [0, I]]."""
+    n, m = A.shape[0], B.shape[1]
+    block = np.zeros((n + m, n + m))
+    block[:n, :n] = A * dt
+    block[:n, n:] = B * dt
+    E = scipy.linalg.expm(block)
+    return E[:n, :n], E[:n, n:]
+
+
+def zoh_python_control_c2d(A, B, dt):
+    """python-control's ``c2d(sys, dt, method='zoh')`` on the state-space system (A, B, C = 0,
+    D = 0) (control 0.10: scipy.signal.cont2discrete underneath); Ad, Bd as float64 arrays."""
+    import control
+    n, m = A.shape[0], B.shape[1]
+    sysd = control.c2d(control.ss(A, B, np.zeros((1, n)), np.zeros((1, m))), dt, method="zoh")
+    return np.asarray(sysd.A, dtype=np.float64), np.asarray(sysd.B, dtype=np.float64)
+
+
 def zoh_scipy_cont2discrete(A, B, dt):
     """scipy.signal.cont2discrete(method='zoh'): expm of the unscaled Van Loan block."""
     return _cont2discrete(A, B, dt, "zoh")
