@@ -273,6 +273,8 @@ def pytest_runtest_makereport(item, call):
         return
     entry = RECORDER.entry(sut, _property_name(item))
     entry.duration_s += rep.duration
+    entry.first_call_s = sut.subject.first_call_s  # warm-up times (properties/subjects.py)
+    entry.max_warmup_s = sut.subject.max_warmup_s
     if rep.skipped and entry.verdict != "fail":
         entry.verdict = "skip"
         entry.message = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else ""

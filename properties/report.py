@@ -31,7 +31,10 @@ report.json schema ("ssm-conformance-report/1"; fields are only ever added to it
       "worst_example": {"size": int, "length": int, "ratio": float, "reproduction": str} | null
                        (a failed property: the failing example its message shows, shrunk by
                        Hypothesis; otherwise the example with the largest ratio),
-      "duration_s": float
+      "duration_s": float,
+      "first_call_s": float | null (the subject's first call, its JIT warm-up: not limited by
+                      the per-call limit alone, properties/subjects.py),
+      "max_warmup_s": float (its slowest first call on a new argument signature)
   }]
 }
 """
@@ -72,6 +75,8 @@ class Entry:
     longest_length: int = 0
     by_length: bool = False  # cases carry a sequence length (else: input size)
     duration_s: float = 0.0
+    first_call_s: float | None = None  # the subject's first call (its warm-up), properties/subjects.py
+    max_warmup_s: float = 0.0  # its slowest first call on a new argument signature
 
     def as_json(self, without) -> dict:
         left_out = sorted(set(self.role_features) & set(without))
@@ -90,6 +95,8 @@ class Entry:
             "max_rel_error": _finite_or_str(self.max_rel_error),
             "longest_length": self.longest_length,
             "worst_example": self.worst, "duration_s": round(self.duration_s, 3),
+            "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3),
+            "max_warmup_s": round(self.max_warmup_s, 3),
         }
 
     def failed_on_last(self, message: str) -> None:
@@ -116,6 +123,9 @@ class Entry:
         self.longest_length = max(self.longest_length, other.longest_length)
         self.by_length = self.by_length or other.by_length
         self.duration_s += other.duration_s
+        if self.first_call_s is None:
+            self.first_call_s = other.first_call_s
+        self.max_warmup_s = max(self.max_warmup_s, other.max_warmup_s)
 
 
 def _finite_or_str(x: float):

@@ -3,6 +3,20 @@
 A call is judged before its numbers are: a subject that raises on a valid input, hangs past the
 per-call limit, changes an input in place (unless the role requires it), or answers differently
 when called twice on the same input fails here with a message that names which of these it was.
+
+JIT warm-up. A kernel compiled on first use (JAX's jit, torch.compile, CuPy's RawKernel, Triton)
+compiles again for every new argument *signature* -- shapes, dtypes and static arguments such as
+a length L. The first call on each signature is therefore its warm-up: it may take
+FIRST_CALL_FACTOR times the per-call limit (``--ssm-call-timeout``), and every later call,
+including the second call of the same input that checks determinism, gets the limit itself.
+Float values are not part of the signature (JAX traces them), so the first call of a shape is
+the warm-up whatever the numbers. The subject's first call and its slowest warm-up are reported
+(report.json ``first_call_s``, ``max_warmup_s``). A kernel that does not answer a warm-up call
+within FIRST_CALL_FACTOR times the limit still fails as ``hang``.
+
+A hang's reproduction is the input that hung: the subject's thread still runs, so it is never
+called again; while Hypothesis shrinks the failing property, every other input is rejected as
+invalid (``assume``), so the failure it reports, and its reproduction, is the hanging input.
 """
 from __future__ import annotations
 
@@ -12,7 +26,8 @@ import importlib.util
 import os
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -107,6 +122,23 @@ def _same(a, b) -> bool:
     return bool(np.array_equal(a_arr, b_arr))
 
 
+FIRST_CALL_FACTOR = 5.0  # a warm-up call (new argument signature) may take 5x the limit
+
+
+def _signature(args: dict) -> tuple:
+    """What a JIT specializes on: each argument's shape and dtype (arrays, tensors), or its value
+    (ints, bools, strings, None: static arguments such as a length); floats are traced."""
+    parts = []
+    for name, value in args.items():
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            parts.append((name, tuple(value.shape), str(value.dtype)))
+        elif value is None or isinstance(value, (bool, int, str)):
+            parts.append((name, repr(value)))
+        else:
+            parts.append((name, type(value).__name__))
+    return tuple(parts)
+
+
 @dataclass
 class Subject:
     """A kernel under test for one role."""
@@ -116,6 +148,12 @@ class Subject:
     fn: object
     bundled: bool = False
     hung_on: str | None = None  # set once a call exceeded the time limit
+    hung_in: str | None = None  # the test (pytest node) whose call hung
+    first_call_s: float | None = None  # duration of the subject's very first call (warm-up)
+    max_warmup_s: float = 0.0  # slowest first call on a new argument signature
+    hung_limit: float = 0.0  # the limit the hanging call had
+    hung_message: str = ""
+    _signatures: set = field(default_factory=set, repr=False)
 
     @property
     def name(self) -> str:
@@ -146,20 +184,40 @@ class Subject:
         and the mutated arguments. ``describe()`` renders the input for messages. ``wrap``, if
         given, maps the subject's function to the callable actually run (e.g. a VJP)."""
         fn = wrap(self.fn) if wrap is not None else self.fn
-        hang_message = f"hang: no answer within {timeout:g} s (the per-call time limit)"
+        signature = (wrap is not None, _signature(args))
+        warmup = signature not in self._signatures
+        limits = (timeout * FIRST_CALL_FACTOR if warmup else timeout, timeout)
         if self.hung_on is not None:  # its thread still runs: never start another one
             if describe() == self.hung_on:  # Hypothesis replaying the input that hung
-                raise SubjectFailure("hang", f"{hang_message} on this input")
-            raise SubjectFailure("hang", f"{hang_message} on an earlier input, so it is not "
-                                 f"called again; that input:\n{self.hung_on}")
+                raise SubjectFailure("hang", self.hung_message)
+            if os.environ.get("PYTEST_CURRENT_TEST") == self.hung_in:
+                from hypothesis import assume
+                assume(False)  # shrinking the hang: only the input that hung reproduces it
+            raise SubjectFailure("hang", f"hang: no answer within {self.hung_limit:g} s on an "
+                                 f"earlier input (in "
+                                 f"{self.hung_in}), so it is not called again; the input that "
+                                 f"hung:\n{self.hung_on}")
         pristine = {k: _snapshot(v) for k, v in args.items()}
         results = []
         for attempt in range(2):  # the second call checks determinism
             call_args = {k: _snapshot(v) for k, v in pristine.items()}
-            status, out = self._run(call_args, timeout, fn)
+            start = time.perf_counter()
+            status, out = self._run(call_args, limits[attempt], fn)
             if status == "hang":
-                self.hung_on = describe()
-                raise SubjectFailure("hang", f"{hang_message} on this input")
+                self.hung_on, self.hung_limit = describe(), limits[attempt]
+                self.hung_in = os.environ.get("PYTEST_CURRENT_TEST")
+                what = ("the first call on inputs of this signature (the warm-up: "
+                        f"{FIRST_CALL_FACTOR:g} x the per-call limit of {timeout:g} s)"
+                        if attempt == 0 and warmup else "the per-call time limit")
+                self.hung_message = (f"hang: no answer within {limits[attempt]:g} s ({what}) "
+                                     f"on this input")
+                raise SubjectFailure("hang", self.hung_message)
+            if attempt == 0 and warmup:
+                elapsed = time.perf_counter() - start
+                self._signatures.add(signature)
+                if self.first_call_s is None:
+                    self.first_call_s = elapsed
+                self.max_warmup_s = max(self.max_warmup_s, elapsed)
             if status == "raised" and isinstance(out, NoBackward):
                 raise SubjectFailure("no_backward", f"no backward: {out}")
             if status == "raised":
