@@ -115,18 +115,24 @@ def tolerance_terms(ref, dtype):
     return terms
 
 
-def attention_vjp(q, k, v, grad_out, is_causal=False, scale=None) -> dict:
-    """Gradients of sum(grad_out * attention(q, k, v, is_causal, scale)) w.r.t. q, k and v.
-
-    q (..., l, e), k (..., s, e), v (..., s, ev), grad_out (..., l, ev): float64 arrays read
-    exactly.  Returns {"q": Reference, "k": ..., "v": ...}, each of its input's shape with
-    magnitudes "main", "half" and "underflow" (module doc; ``tolerance_terms``)."""
+def vjp_inputs(q, k, v, grad_out, is_causal, scale):
+    """The checked inputs of an attention VJP (this oracle's and the long tier's)."""
     q, k, v, is_causal, scale = fwd._check(q, k, v, is_causal, scale)
     grad_out = as_array(grad_out, "grad_out", real=True)
     want = q.shape[:-1] + (v.shape[-1],)
     if grad_out.shape != want:
         raise ValueError(f"grad_out must have the output's shape (..., l, ev) = {want}, "
                          f"got {grad_out.shape}")
+    return q, k, v, grad_out, is_causal, scale
+
+
+def attention_vjp(q, k, v, grad_out, is_causal=False, scale=None) -> dict:
+    """Gradients of sum(grad_out * attention(q, k, v, is_causal, scale)) w.r.t. q, k and v.
+
+    q (..., l, e), k (..., s, e), v (..., s, ev), grad_out (..., l, ev): float64 arrays read
+    exactly.  Returns {"q": Reference, "k": ..., "v": ...}, each of its input's shape with
+    magnitudes "main", "half" and "underflow" (module doc; ``tolerance_terms``)."""
+    q, k, v, grad_out, is_causal, scale = vjp_inputs(q, k, v, grad_out, is_causal, scale)
     l, e, s = q.shape[-2], q.shape[-1], k.shape[-2]
     mask = fwd.visible(l, s, is_causal)
     scale_f = 1.0 / math.sqrt(e) if scale is None else scale

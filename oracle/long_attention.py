@@ -29,7 +29,6 @@ from ssm_conformance.oracle import attention as fwd
 from ssm_conformance.oracle import attention_vjp as bwd
 from ssm_conformance.oracle.extended import tier_dtype, tier_unit_roundoff
 from ssm_conformance.oracle.reference import Reference
-from ssm_conformance.oracle.selective_scan import as_array
 
 ROW_ELEMENTS = 2**22  # scores per block of query rows
 
@@ -87,12 +86,7 @@ def attention_vjp_long(q, k, v, grad_out, is_causal=False, scale=None,
                        subject_dtype="float32") -> dict:
     """oracle/attention_vjp.py's ``attention_vjp`` by the long tier: {"q", "k", "v": Reference}
     with magnitudes "main", "half", "underflow"."""
-    q, k, v, is_causal, scale = fwd._check(q, k, v, is_causal, scale)
-    grad_out = as_array(grad_out, "grad_out", real=True)
-    want = q.shape[:-1] + (v.shape[-1],)
-    if grad_out.shape != want:
-        raise ValueError(f"grad_out must have the output's shape (..., l, ev) = {want}, "
-                         f"got {grad_out.shape}")
+    q, k, v, grad_out, is_causal, scale = bwd.vjp_inputs(q, k, v, grad_out, is_causal, scale)
     W = tier_dtype(subject_dtype)
     u = tier_unit_roundoff(subject_dtype)
     l, e, s = q.shape[-2], q.shape[-1], k.shape[-2]

@@ -51,9 +51,10 @@ import numpy as np
 from ssm_conformance.oracle.extended import tier_dtype, tier_unit_roundoff
 from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.oracle.selective_scan import (
-    SOFTPLUS_THRESHOLD, as_array, check_shape, dsoftplus_kappa, f_softplus, softplus_kappa,
+    SOFTPLUS_THRESHOLD, dsoftplus_kappa, f_softplus, softplus_kappa,
 )
-from ssm_conformance.oracle.ssd import DEFAULT_DT_LIMIT, _chain, _Inputs, _leaves_abs
+from ssm_conformance.oracle.ssd import (DEFAULT_DT_LIMIT, _chain, _Inputs, _leaves_abs,
+                                        vjp_inputs)
 
 TIER_CHUNK = 128
 STEP = 1e-30  # complex step h: Im f(x + i h w) / h = f'(x) w exactly up to O(h^2)
@@ -275,16 +276,10 @@ def ssd_vjp_long(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=N
                  grad_final_states=None, subject_dtype="float32"):
     """oracle/ssd.py's ``ssd_vjp`` by the long tier: {name: Reference} with magnitudes
     "abs_out", "exp_cond" and oracle/ssd.py's uniform "depth"."""
-    inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
+    inp, grad_out, grad_final_states, has, names = vjp_inputs(
+        grad_out, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit,
+        grad_final_states)
     inp.softplus = bool(dt_softplus)
-    grad_out = as_array(grad_out, "grad_out", real=True)
-    check_shape(grad_out, "grad_out", inp.x.shape)
-    if grad_final_states is not None:
-        grad_final_states = as_array(grad_final_states, "grad_final_states", real=True)
-        check_shape(grad_final_states, "grad_final_states", (inp.b, inp.h, inp.p, inp.n))
-    has = {"D": inp.D is not None, "z": inp.z is not None, "dt_bias": inp.dt_bias is not None,
-           "initial_states": inp.S0 is not None}
-    names = ["x", "dt", "A", "B", "C"] + [k for k in ("D", "z", "dt_bias", "initial_states") if has[k]]
     W = tier_dtype(subject_dtype)
     lv = _leaves_w(inp, dt_softplus, W)
     gf = None if grad_final_states is None else grad_final_states.astype(W)

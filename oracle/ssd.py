@@ -398,14 +398,10 @@ def _chain(gl, lv, inp, has):
     return g
 
 
-def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
-            initial_states=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, grad_final_states=None):
-    """Vector-Jacobian product of ``ssd``: gradient of L = sum(grad_out * out)
-    [+ sum(grad_final_states * final_states)] w.r.t. x, dt, A, B, C and, when given, D, z,
-    dt_bias, initial_states, by the adjoint (reverse) recurrence in multiple precision.  Returns
-    {name: Reference} shaped like the inputs; where dt is clamped by dt_limit its gradient is 0
-    (as mamba-ssm's backward).  Magnitudes "abs_out" (the adjoint on absolute values),
-    "exp_cond", "depth" = 2 (3 l + 2 n + 8) + the number of terms each gradient sums."""
+def vjp_inputs(grad_out, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit,
+               grad_final_states):
+    """The checked inputs of a VJP of ``ssd`` (this oracle's and the long tier's):
+    (inputs, grad_out, grad_final_states or None, {optional input: given}, gradient names)."""
     inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
     grad_out = as_array(grad_out, "grad_out", real=True)
     check_shape(grad_out, "grad_out", inp.x.shape)
@@ -415,6 +411,20 @@ def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
     has = {"D": inp.D is not None, "z": inp.z is not None, "dt_bias": inp.dt_bias is not None,
            "initial_states": inp.S0 is not None}
     names = ["x", "dt", "A", "B", "C"] + [k for k in ("D", "z", "dt_bias", "initial_states") if has[k]]
+    return inp, grad_out, grad_final_states, has, names
+
+
+def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
+            initial_states=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, grad_final_states=None):
+    """Vector-Jacobian product of ``ssd``: gradient of L = sum(grad_out * out)
+    [+ sum(grad_final_states * final_states)] w.r.t. x, dt, A, B, C and, when given, D, z,
+    dt_bias, initial_states, by the adjoint (reverse) recurrence in multiple precision.  Returns
+    {name: Reference} shaped like the inputs; where dt is clamped by dt_limit its gradient is 0
+    (as mamba-ssm's backward).  Magnitudes "abs_out" (the adjoint on absolute values),
+    "exp_cond", "depth" = 2 (3 l + 2 n + 8) + the number of terms each gradient sums."""
+    inp, grad_out, grad_final_states, has, names = vjp_inputs(
+        grad_out, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit,
+        grad_final_states)
 
     def run(lv, gout, gfinal, magnitude):
         if magnitude and inp.z is None:  # the all-ones gate of the magnitude pass is not an input

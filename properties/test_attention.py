@@ -26,7 +26,7 @@ from ssm_conformance.properties.strategies.attention import (
     LONG_THRESHOLD, attention_cases, with_explicit_cases, with_long_cases,
 )
 from ssm_conformance.properties.subjects import SubjectFailure
-from ssm_conformance.properties.tolerance import compute_dtype, tolerance
+from ssm_conformance.properties.tolerance import attention_tol, compute_dtype
 
 
 def _terms(sut, ref):
@@ -37,10 +37,8 @@ def _terms(sut, ref):
 
 
 def _tol(ref, terms):
-    """The tolerance of ``ref`` as a function of the dtype (for judge): flushing results to zero
-    is admitted, except in float16, whose tiny (6.1e-5) is an ordinary softmax weight
-    (tolerance.tolerance, oracle.attention.underflow_weight)."""
-    return lambda dtype: tolerance(ref, terms, dtype, flush_to_zero=dtype != "float16")
+    """The tolerance of ``ref`` as a function of the dtype, for judge (tolerance.attention_tol)."""
+    return lambda dtype: attention_tol(ref, terms, dtype)
 
 
 @pytest.mark.ssm_role("attention", property="matches_oracle")

@@ -76,6 +76,12 @@ def tolerance(reference, terms, dtype: str = "float64", flush_to_zero: bool = Tr
 
 # --- Per-role bounds -----------------------------------------------------------------------------
 
+def attention_tol(ref, terms, dtype: str) -> np.ndarray:
+    """Attention (forward and backward): flushing results to zero is admitted, except in float16,
+    whose tiny (6.1e-5) is an ordinary softmax weight (oracle.attention.underflow_weight)."""
+    return tolerance(ref, terms, dtype, flush_to_zero=dtype != "float16")
+
+
 def _log2_ceil(x: float) -> int:
     return max(0, math.ceil(math.log2(max(x, 1.0))))
 

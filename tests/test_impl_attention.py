@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ssm_conformance.implementations.numpy import attention as np_att
 from ssm_conformance.implementations.torch import attention as t_att
 from ssm_conformance.oracle.attention import attention as oracle, tolerance_terms
-from ssm_conformance.properties.tolerance import tolerance
+from ssm_conformance.properties.tolerance import attention_tol
 from tests.subjects import attention_subjects as subj
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
@@ -38,7 +38,7 @@ def judge(fn, q, k, v, dtype, is_causal=False, scale=None, p_dtype=None):
     got = out.double().numpy()
     if not np.all(np.isfinite(got)):
         return math.inf
-    return float(np.max(np.abs(got - ref.value) / tolerance(ref, tolerance_terms(ref, p_dtype), dtype)))
+    return float(np.max(np.abs(got - ref.value) / attention_tol(ref, tolerance_terms(ref, p_dtype), dtype)))
 
 
 CASES = [dict(l=5, s=7, is_causal=False), dict(l=5, s=7, is_causal=True), dict(l=7, s=3, is_causal=True),
@@ -61,13 +61,13 @@ def test_numpy_against_oracle(i):
     ref = oracle(q, k, v, **kw)
     got = np_att.attention(q, k, v, **kw)
     assert got.dtype == np.float64
-    assert np.all(np.abs(got - ref.value) <= tolerance(ref, tolerance_terms(ref), "float64"))
+    assert np.all(np.abs(got - ref.value) <= attention_tol(ref, tolerance_terms(ref), "float64"))
     # float32 in, float32 out, judged at u = 2^-24 on the rounded inputs
     q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
     ref32 = oracle(q32.astype(np.float64), k32.astype(np.float64), v32.astype(np.float64), **kw)
     got32 = np_att.attention(q32, k32, v32, **kw)
     assert got32.dtype == np.float32
-    assert np.all(np.abs(got32 - ref32.value) <= tolerance(ref32, tolerance_terms(ref32), "float32"))
+    assert np.all(np.abs(got32 - ref32.value) <= attention_tol(ref32, tolerance_terms(ref32), "float32"))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
@@ -82,7 +82,7 @@ def test_numpy_equals_torch_float64():
     each other."""
     q, k, v = _inputs(9, b=2, h=3, l=6, s=8, e=5)
     ref = oracle(q, k, v, is_causal=True)
-    tol = tolerance(ref, tolerance_terms(ref), "float64")
+    tol = attention_tol(ref, tolerance_terms(ref), "float64")
     a = np_att.attention(q, k, v, is_causal=True)
     b = t_att.attention(*map(torch.from_numpy, (q, k, v)), is_causal=True).numpy()
     assert np.all(np.abs(a - b) <= 2 * tol)
@@ -93,7 +93,7 @@ def test_query_blocks_do_not_change_the_result(monkeypatch):
     within the oracle's tolerance like the one-block result."""
     q, k, v = _inputs(10, l=9, s=9)
     ref = oracle(q, k, v, is_causal=True)
-    tol = tolerance(ref, tolerance_terms(ref), "float64")
+    tol = attention_tol(ref, tolerance_terms(ref), "float64")
     monkeypatch.setattr(np_att, "QUERY_BLOCK", 2)
     monkeypatch.setattr(t_att, "QUERY_BLOCK", 2)
     assert np.all(np.abs(np_att.attention(q, k, v, is_causal=True) - ref.value) <= tol)
@@ -130,7 +130,7 @@ def test_offset_is_bottom_right_mask(impl):
     else:
         got = t_att.attention(*map(torch.from_numpy, (q, k, v)), is_causal=True, offset=4).numpy()
     ref = oracle(q, k, v)   # magnitudes of a full row bound these rows' errors too (more keys, n = s)
-    assert np.all(np.abs(got - want) <= 2 * tolerance(ref, tolerance_terms(ref), "float64"))
+    assert np.all(np.abs(got - want) <= 2 * attention_tol(ref, tolerance_terms(ref), "float64"))
 
 
 @pytest.mark.parametrize("impl", ["numpy", "torch"])
@@ -140,7 +140,7 @@ def test_kv_cache_decode_equals_prefill(impl):
     sequence, within the oracle's tolerance."""
     q, k, v = _inputs(15, b=2, h=2, l=9, s=9, e=4)
     ref = oracle(q, k, v, is_causal=True)
-    tol = tolerance(ref, tolerance_terms(ref), "float64")
+    tol = attention_tol(ref, tolerance_terms(ref), "float64")
     mod = np_att if impl == "numpy" else t_att
     conv = (lambda a: a) if impl == "numpy" else torch.from_numpy
     kw = {} if impl == "numpy" else {"dtype": torch.float64}

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from ssm_conformance.oracle.attention import attention, tolerance_terms
-from ssm_conformance.properties.tolerance import tolerance
+from ssm_conformance.properties.tolerance import attention_tol
 
 U64 = 2.0**-53
 
 
 def _tol(ref, dtype="float64"):
     """SAFETY u ((e + 6) score_spread + (6 n_i + 8) abs_pv) + output rounding (module doc)."""
-    return tolerance(ref, tolerance_terms(ref), dtype)
+    return attention_tol(ref, tolerance_terms(ref), dtype)
 
 
 def _qkv(rng, b=1, h=2, l=5, s=7, e=4, ev=None, scale_q=1.0):

@@ -14,12 +14,12 @@ import sympy
 import torch
 
 from ssm_conformance.oracle.attention_vjp import attention_vjp, tolerance_terms
-from ssm_conformance.properties.tolerance import tolerance
+from ssm_conformance.properties.tolerance import attention_tol
 from tests.subjects import attention_subjects as subj
 
 
 def _tol(ref, dtype):
-    return tolerance(ref, tolerance_terms(ref, dtype), dtype)
+    return attention_tol(ref, tolerance_terms(ref, dtype), dtype)
 
 
 def _draw(rng, b=1, h=2, l=5, s=7, e=4, ev=None, scale_q=1.0):
