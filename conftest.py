@@ -2,6 +2,8 @@
 import os
 import sys
 
+import pytest
+
 # Under pytest-xdist (`pytest tests -n auto`) there is one worker process per core: each gets one
 # intra-op thread, and so do the CLI runs the meta-tests spawn (they inherit the environment).
 # With torch's and OpenBLAS's default of one OpenMP thread per core in every worker, the threads
@@ -12,3 +14,34 @@ if "PYTEST_XDIST_WORKER" in os.environ:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 pytest_plugins = ["ssm_conformance.properties.plugin"]
+
+
+# The meta-tests run the suite from its command line once per role and read many verdicts from
+# that one run (a module-level cache). Under pytest-xdist each worker has its own cache, so with
+# the default `--dist load` the parametrized cases of one run spread over the workers and every
+# worker repeated the run (the SSD and selective-scan runs, ~150 s each, ran twice). Each run's
+# cases form one xdist group (module, and its `role` or `key` parameter), and `-n` runs use
+# `--dist loadgroup` unless another mode was asked for: a group goes to one worker.
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not item.module.__name__.rpartition(".")[2].startswith("test_meta_"):
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        run = next((str(params[k]) for k in ("role", "key") if k in params), "")
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{run}"))
+
+
+def pytest_configure(config):
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:   # a worker: it parsed the command line, which may lack --dist
+        if workerinput.get("ssm_loadgroup"):
+            config.option.loadgroup = True   # xdist names each test by its group
+    elif getattr(config.option, "dist", None) == "load" and not any(
+            arg.startswith(("--dist", "-d")) for arg in config.invocation_params.args):
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):   # pytest-xdist, on the controller
+    node.workerinput["ssm_loadgroup"] = node.config.getvalue("dist") == "loadgroup"

@@ -154,7 +154,12 @@ class SubjectUnderTest:
             lines = ["import numpy as np"] + (["import torch"] if self.role.backend == "torch"
                                               else [])
             lines += [f"{name} = {format_value(value)}" for name, value in args.items()]
-        lines.append(f"out = {fn}({', '.join(args)})   # {fn} = {self.subject.target}")
+        call = getattr(case, "call_lines", None)  # a case that is many calls (decode steps)
+        if call is not None:
+            lines += call(fn, self.dtype, self.device)
+            lines[-1] += f"   # {fn} = {self.subject.target}"
+        else:
+            lines.append(f"out = {fn}({', '.join(args)})   # {fn} = {self.subject.target}")
         return "\n".join(lines)
 
     def call(self, case):
@@ -167,6 +172,19 @@ class SubjectUnderTest:
                                              mutates=self.role.mutates)
             self.mutated = mutated  # the in-place results of roles that must mutate an input
             return out
+        except SubjectFailure as failure:
+            caught = failure
+        self.fail(caught)
+
+    def call_steps(self, case, steps: list, watched: dict) -> list:
+        """The subject called on each argument mapping of ``steps`` in one worker thread
+        (``Subject.call_steps``: a long decode sequence); failures carry the reproduction of
+        ``case``."""
+        self._case = case
+        try:
+            return self.subject.call_steps(steps, watched=watched,
+                                           describe=lambda: self.describe(case),
+                                           timeout=RUN.call_timeout_s)
         except SubjectFailure as failure:
             caught = failure
         self.fail(caught)

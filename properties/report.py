@@ -242,7 +242,7 @@ def markdown(doc: dict) -> str:
         "# SSM kernel conformance report", "",
         f"**{verdict}** (exit status {doc['exit_status']}); Hypothesis profile "
         f"`{doc['hypothesis_profile']}`, torch dtypes {', '.join(opts['dtypes'])} "
-        f"(NumPy roles: float64), device "
+        f"(NumPy roles: {', '.join(opts.get('numpy_dtypes', ['float64']))}), device "
         f"{opts['device']}, per-call time limit {opts['call_timeout_s']:g} s"
         + (f", without {', '.join(opts['without'])}" if opts["without"] else "") + ".", "",
     ]

@@ -179,6 +179,92 @@ class Subject:
             return "raised", box["exc"]
         return "ok", box["out"]
 
+    def _refuse_if_hung(self, describe):
+        """A subject that hung is never called again (its thread still runs)."""
+        if self.hung_on is None:
+            return
+        if describe() == self.hung_on:  # Hypothesis replaying the input that hung
+            raise SubjectFailure("hang", self.hung_message)
+        if os.environ.get("PYTEST_CURRENT_TEST") == self.hung_in:
+            from hypothesis import assume
+            assume(False)  # shrinking the hang: only the input that hung reproduces it
+        raise SubjectFailure("hang", f"hang: no answer within {self.hung_limit:g} s on an "
+                             f"earlier input (in "
+                             f"{self.hung_in}), so it is not called again; the input that "
+                             f"hung:\n{self.hung_on}")
+
+    def _hung(self, describe, limit: float, message: str):
+        self.hung_on, self.hung_limit = describe(), limit
+        self.hung_in = os.environ.get("PYTEST_CURRENT_TEST")
+        self.hung_message = message
+        raise SubjectFailure("hang", message)
+
+    def _warmed_up(self, signature, elapsed: float):
+        self._signatures.add(signature)
+        if self.first_call_s is None:
+            self.first_call_s = elapsed
+        self.max_warmup_s = max(self.max_warmup_s, elapsed)
+
+    def call_steps(self, steps: list, *, watched: dict, describe, timeout: float):
+        """Call the subject once per argument mapping of ``steps``, in order, all in one worker
+        thread, and return the outputs: a long decode sequence (2^16 steps) costs its calls, not
+        a checked call (two threads, snapshots) per step. Each step must answer within the
+        per-call limit (FIRST_CALL_FACTOR times it for the first step on a new signature), as
+        in ``call``; the worker's progress is watched, so a hang is found within one limit.
+        ``watched``: the tensors the steps' arguments are views of, other than those the role
+        mutates; changing any of them in place fails as ``mutated_input``. A step that raises
+        fails as ``raised``, naming the step. Determinism is not checked here: the caller
+        judges a step through ``call`` for that."""
+        self._refuse_if_hung(describe)
+        if not steps:
+            return []
+        pristine = {k: _snapshot(v) for k, v in watched.items()}
+        signature = (False, _signature(steps[0]))
+        warmup = signature not in self._signatures
+        outs, progress = [], {"step": 0, "since": time.perf_counter(), "first_s": None}
+        fn = self.fn
+
+        def loop():
+            for t, args in enumerate(steps):
+                progress["step"], progress["since"] = t, time.perf_counter()
+                outs.append(fn(*args.values()))
+                if t == 0:
+                    progress["first_s"] = time.perf_counter() - progress["since"]
+
+        box = {}
+
+        def work():
+            try:
+                loop()
+            except BaseException as exc:  # noqa: BLE001 - any exception is the subject's
+                box["exc"] = exc
+
+        worker = threading.Thread(target=work, daemon=True, name=f"ssm-subject:{self.target}")
+        worker.start()
+        while True:
+            worker.join(0.25)
+            if not worker.is_alive():
+                break
+            step, since = progress["step"], progress["since"]
+            limit = timeout * FIRST_CALL_FACTOR if step == 0 and warmup else timeout
+            if time.perf_counter() - since > limit and progress["step"] == step:
+                self._hung(describe, limit, f"hang: no answer within {limit:g} s (the per-call "
+                           f"limit{', first call' if limit > timeout else ''}) at decode step "
+                           f"{step} of this input")
+        if warmup and progress["first_s"] is not None:
+            self._warmed_up(signature, progress["first_s"])
+        if "exc" in box:
+            out = box["exc"]
+            if isinstance(out, NoBackward):
+                raise SubjectFailure("no_backward", f"no backward: {out}")
+            text = f"{type(out).__name__}: {out}".strip()
+            raise SubjectFailure("raised", f"raised on a valid input at step "
+                                 f"{progress['step']} of {len(steps)}: {text}")
+        for name, before in pristine.items():
+            if not _same(watched[name], before):
+                raise SubjectFailure("mutated_input", f"changed its input {name!r} in place")
+        return outs
+
     def call(self, args: dict, *, describe, timeout: float, mutates=(), wrap=None):
         """Call the subject on ``args`` (an ordered name -> value mapping) and return its output
         and the mutated arguments. ``describe()`` renders the input for messages. ``wrap``, if
@@ -187,16 +273,7 @@ class Subject:
         signature = (wrap is not None, _signature(args))
         warmup = signature not in self._signatures
         limits = (timeout * FIRST_CALL_FACTOR if warmup else timeout, timeout)
-        if self.hung_on is not None:  # its thread still runs: never start another one
-            if describe() == self.hung_on:  # Hypothesis replaying the input that hung
-                raise SubjectFailure("hang", self.hung_message)
-            if os.environ.get("PYTEST_CURRENT_TEST") == self.hung_in:
-                from hypothesis import assume
-                assume(False)  # shrinking the hang: only the input that hung reproduces it
-            raise SubjectFailure("hang", f"hang: no answer within {self.hung_limit:g} s on an "
-                                 f"earlier input (in "
-                                 f"{self.hung_in}), so it is not called again; the input that "
-                                 f"hung:\n{self.hung_on}")
+        self._refuse_if_hung(describe)
         pristine = {k: _snapshot(v) for k, v in args.items()}
         results = []
         for attempt in range(2):  # the second call checks determinism
@@ -204,20 +281,13 @@ class Subject:
             start = time.perf_counter()
             status, out = self._run(call_args, limits[attempt], fn)
             if status == "hang":
-                self.hung_on, self.hung_limit = describe(), limits[attempt]
-                self.hung_in = os.environ.get("PYTEST_CURRENT_TEST")
                 what = ("the first call on inputs of this signature (the warm-up: "
                         f"{FIRST_CALL_FACTOR:g} x the per-call limit of {timeout:g} s)"
                         if attempt == 0 and warmup else "the per-call time limit")
-                self.hung_message = (f"hang: no answer within {limits[attempt]:g} s ({what}) "
-                                     f"on this input")
-                raise SubjectFailure("hang", self.hung_message)
+                self._hung(describe, limits[attempt], f"hang: no answer within "
+                           f"{limits[attempt]:g} s ({what}) on this input")
             if attempt == 0 and warmup:
-                elapsed = time.perf_counter() - start
-                self._signatures.add(signature)
-                if self.first_call_s is None:
-                    self.first_call_s = elapsed
-                self.max_warmup_s = max(self.max_warmup_s, elapsed)
+                self._warmed_up(signature, time.perf_counter() - start)
             if status == "raised" and isinstance(out, NoBackward):
                 raise SubjectFailure("no_backward", f"no backward: {out}")
             if status == "raised":

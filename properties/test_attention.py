@@ -23,8 +23,10 @@ from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad
 from ssm_conformance.properties.options import enabled
 from ssm_conformance.oracle import long_attention
 from ssm_conformance.properties.strategies.attention import (
-    LONG_THRESHOLD, attention_cases, with_explicit_cases, with_long_cases,
+    LONG_THRESHOLD, attention_cases, drawn_long_attention_cases, with_explicit_cases,
+    with_long_cases,
 )
+from ssm_conformance.properties.strategies.long_sequences import sometimes_long
 from ssm_conformance.properties.subjects import SubjectFailure
 from ssm_conformance.properties.tolerance import attention_tol, compute_dtype
 
@@ -42,7 +44,7 @@ def _tol(ref, terms):
 
 
 @pytest.mark.ssm_role("attention", property="matches_oracle")
-@given(case=attention_cases())
+@given(case=sometimes_long(attention_cases(), drawn_long_attention_cases()))
 @with_explicit_cases
 @with_long_cases
 def test_attention_matches_oracle(sut, case):
@@ -57,7 +59,7 @@ def test_attention_matches_oracle(sut, case):
 
 
 @pytest.mark.ssm_role("attention", property="vjp_matches_oracle")
-@given(case=attention_cases(budget=2**15))
+@given(case=sometimes_long(attention_cases(budget=2**15), drawn_long_attention_cases()))
 @with_explicit_cases
 @with_long_cases
 def test_attention_vjp_matches_oracle(sut, case):

@@ -27,8 +27,9 @@ from ssm_conformance.properties.harness import (Output, oracle, skip_unless_grad
                                                 skip_unless_non_contiguous)
 from ssm_conformance.oracle import long_conv1d
 from ssm_conformance.properties.strategies.conv1d import (
-    MAX_LENGTH, conv1d_cases, long_conv1d_cases, redraw_future,
+    MAX_LENGTH, conv1d_cases, drawn_long_conv1d_cases, long_conv1d_cases, redraw_future,
 )
+from ssm_conformance.properties.strategies.long_sequences import sometimes_long
 from ssm_conformance.properties.strategies.ssd import strided, use_layout
 
 
@@ -80,7 +81,7 @@ def _judge_pair(sut, case, name, out_a, out_b, ref, index=...):
 
 
 @pytest.mark.ssm_role("causal_conv1d", property="matches_oracle")
-@given(case=conv1d_cases())
+@given(case=sometimes_long(conv1d_cases(), drawn_long_conv1d_cases()))
 @_with_long_cases
 def test_causal_conv1d_matches_oracle(sut, case):
     y = _out(sut, case, sut.call(case))
@@ -89,7 +90,7 @@ def test_causal_conv1d_matches_oracle(sut, case):
 
 
 @pytest.mark.ssm_role("causal_conv1d", property="vjp_matches_oracle")
-@given(case=conv1d_cases(max_cost=4096))
+@given(case=sometimes_long(conv1d_cases(max_cost=4096), drawn_long_conv1d_cases()))
 @_with_long_cases
 def test_causal_conv1d_vjp_matches_oracle(sut, case):
     names = ["x", "weight"] + (["bias"] if case.bias is not None else [])

@@ -35,8 +35,9 @@ from ssm_conformance.properties import tolerance as tm
 from ssm_conformance.properties.harness import Output, oracle, skip_unless_grad, skip_unless_non_contiguous
 from ssm_conformance.properties.options import enabled
 from ssm_conformance.properties.strategies.ssd import (
-    MAX_LENGTH, long_ssd_cases, redraw_future, ssd_cases, use_layout,
+    MAX_LENGTH, drawn_long_ssd_cases, long_ssd_cases, redraw_future, ssd_cases, use_layout,
 )
+from ssm_conformance.properties.strategies.long_sequences import sometimes_long
 
 HALF = ("bfloat16", "float16")
 
@@ -119,14 +120,14 @@ def _judge_pair(sut, case, name, out_a, out_b, ref, terms, fd=None, index=...):
 # --- properties ----------------------------------------------------------------------------------
 
 @pytest.mark.ssm_role("ssd", property="matches_oracle")
-@given(case=ssd_cases(max_cost=4096))
+@given(case=sometimes_long(ssd_cases(max_cost=4096), drawn_long_ssd_cases()))
 @_with_long_cases
 def test_ssd_matches_oracle(sut, case):
     _judge_against_oracle(sut, case)
 
 
 @pytest.mark.ssm_role("ssd", property="vjp_matches_oracle")
-@given(case=ssd_cases(max_cost=2048))
+@given(case=sometimes_long(ssd_cases(max_cost=2048), drawn_long_ssd_cases()))
 @lambda test: _with_long_cases(test, vjp=True)
 def test_ssd_vjp_matches_oracle(sut, case):
     names = ["x", "dt", "A", "B", "C"] + [k for k in ("D", "z", "dt_bias", "initial_states")

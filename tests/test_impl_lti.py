@@ -475,7 +475,7 @@ def _zoh_cases():
     nilpotent = np.eye(3, k=1)
     jordan = -0.5 * np.eye(2) + np.eye(2, k=1)
     cases = {"general": (A, B, 1.0),
-             "singular": (nilpotent, np.array([0.5, -1.0, 2.0]), 1.0),
+             "singular": (nilpotent, np.array([[0.5], [-1.0], [2.0]]), 1.0),  # B (n, m), m = 1
              "defective": (jordan, np.array([[1.0], [2.0]]), 0.5),
              "large_B": (A, B * 1e12, 1.0),
              "small_dt": (A, B, 2.0**-30)}
@@ -494,7 +494,8 @@ def zoh_cases():
 
 CORRECT = {
     "zoh": ["zoh_scipy_cont2discrete", "zoh_series_scaling_squaring",
-            "zoh_expm_phi1_then_multiply", "zoh_torch_phi1_block"],
+            "zoh_expm_phi1_then_multiply", "zoh_torch_phi1_block",
+            "zoh_written_to_the_contract", "zoh_python_control_c2d"],
     "bilinear": ["bilinear_scipy_cont2discrete", "bilinear_inverse_then_multiply",
                  "bilinear_qr_solve", "bilinear_right_division"],
     "euler": ["euler_scipy_cont2discrete", "euler_explicit_loops", "euler_torch_float64"],

@@ -4,9 +4,11 @@ names the property that caught it, and prints a reproduction that is a generator
 sizes) rather than the long input's numbers -- a reproduction that runs and gives the failing
 value; the same chunked scans without the mistake pass.
 
-Two CLI runs (``ci-noshrink``: the ``ci`` examples, the first failure reported as drawn,
-``-k matches_oracle``): selective_scan with its control and two wrong subjects, linear_scan with
-its control and one.
+Three CLI runs (``ci-noshrink``: the ``ci`` examples, the first failure reported as drawn):
+``-k matches_oracle`` for selective_scan with its control and two wrong subjects and linear_scan
+with its control and one; ``-k decode_equals_scan`` for selective_state_update with its control, a
+kernel whose int16 position counter wraps past 2^15 decode steps, and one that hangs mid-sequence
+(found within the 2 s per-call limit, at its step).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from tests.cli import run_suite
 
@@ -24,13 +27,18 @@ RUNS = {
                        "ss_bf16_carry": "matches_oracle"},
     "linear_scan": {"linear_scan_blocked_correct": None,
                     "ls_resets_between_blocks": "matches_oracle"},
+    # decode sequences of up to 2^16 + 1 steps on one cache (properties/test_state_update.py)
+    "selective_state_update": {"state_update_correct": None,
+                               "ssu_int16_position": "decode_equals_scan",
+                               "ssu_hangs_at_step_3000": "decode_equals_scan"},
 }
+SELECTED = {"selective_state_update": ["-k", "decode_equals_scan", "--ssm-call-timeout", "2"]}
 _DONE = {}
 
 
 def _run(role, tmp_path_factory):
     if role not in _DONE:
-        args = ["-k", "matches_oracle and not vjp"]
+        args = SELECTED.get(role, ["-k", "matches_oracle and not vjp"])
         for name in RUNS[role]:
             args += ["--ssm-subject", f"{role}={MODULE}:{name}"]
         _DONE[role] = run_suite(*args, profile="ci-noshrink",
@@ -53,9 +61,16 @@ def test_long_defects_rejected_with_a_generator_reproduction(role, name, caught,
             {p: (r["verdict"], r["message"][:2000]) for p, r in rows.items()}
         return
     row = rows[caught]
-    assert row["verdict"] == "fail" and row["failure_kind"] == "inaccurate", (row["verdict"],
-                                                                            row["message"][:3000])
     message = row["message"]
+    if name == "ssu_hangs_at_step_3000":   # the hang is found within the limit, at its step
+        assert row["verdict"] == "fail" and row["failure_kind"] == "hang", message[:3000]
+        assert re.search(r"no answer within 2 s .*at decode step \d+", message), message[:3000]
+        assert "decode_case_from_seed(seed=" in message and "for t in range(" in message
+        return
+    assert row["verdict"] == "fail" and row["failure_kind"] == "inaccurate", (row["verdict"],
+                                                                            message[:3000])
+    if role == "selective_state_update":   # caught only past 2^15 steps
+        assert row["longest_length"] == 2**16 + 1 and "for t in range(65537)" in message
     # a generator call, not a million numbers
     assert "_case_from_seed(seed=" in message, message[:3000]
     assert len(message) < 5000, len(message)
@@ -65,7 +80,7 @@ def test_long_defects_rejected_with_a_generator_reproduction(role, name, caught,
 def _reproduction_runs_and_fails(role, name, message):
     """Run the printed reproduction with the subject bound to its name; the value it prints as
     failing comes out at the printed index."""
-    head = re.search(r"error exceeds the tolerance: (\w+)\[([\d, ]+)\] = "
+    head = re.search(r"error exceeds the tolerance: (.+?)\[([\d, ]+)\] = "
                      r"(?:np\.float64\()?([-+\d.eE]+)\)?, oracle", message)
     assert head, message[:2000]
     output, index, got = head.group(1), tuple(int(i) for i in head.group(2).split(",")), \
@@ -76,7 +91,12 @@ def _reproduction_runs_and_fails(role, name, message):
     fn = getattr(importlib.import_module(MODULE), name)
     namespace = {name: fn}   # the reproduction's last line calls the subject by its name
     exec(code, namespace)  # noqa: S102 - the suite's own printed reproduction
-    out = namespace["out"]
-    value = (out[0] if output == "out" and isinstance(out, tuple) else
-             out[1] if isinstance(out, tuple) else out)
+    if output.startswith("out of steps"):       # a decode loop: its outputs, step-major last
+        value = torch.stack(namespace["outs"], dim=-1)
+    elif output.startswith("state after"):
+        value = namespace["state"]
+    else:
+        out = namespace["out"]
+        value = (out[0] if output == "out" and isinstance(out, tuple) else
+                 out[1] if isinstance(out, tuple) else out)
     assert np.float64(value[index].double().item()) == got

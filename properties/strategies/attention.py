@@ -153,3 +153,26 @@ def attention_cases(draw, budget=BUDGET):
     return make_case((b, h, l, s, e), is_causal, scale, regime, seed, v_exp=v_exp,
                      cot_exp=draw(st.integers(-4, 4)),
                      extreme_log10=draw(st.floats(2.0, 4.0)) if regime == "extreme" else 3.0)
+
+
+@st.composite
+def drawn_long_attention_cases(draw):
+    """Drawn long key axes for the long tier: s log-uniform LONG_THRESHOLD + 1 .. 2^14 keys, 1..8
+    queries, k and v (b, h, s, e) at most 2^17 elements each (thorough: 2^20); causal, scale,
+    regime drawn; built by make_case (its call is the reproduction)."""
+    from ssm_conformance.properties.strategies.long_sequences import long_lengths, tensor_cap
+    s = draw(long_lengths(LONG_THRESHOLD + 1, 1 << 14))
+    room = max(1, tensor_cap() // s)
+    e = draw(st.sampled_from([v for v in (1, 2, 4, 8, 16, 32, 64) if v <= room] or [1]))
+    h = draw(st.sampled_from([v for v in (1, 2) if v * e <= room] or [1]))
+    scale = None
+    if enabled("scale") and draw(st.booleans()):
+        scale = draw(st.sampled_from(SCALES))
+        scale = 1.0 / e if scale == "1/e" else scale
+    kw = dict(shape=(1, h, draw(st.integers(1, 8)), s, e),
+              is_causal=enabled("causal") and draw(st.booleans()), scale=scale,
+              regime=draw(st.sampled_from(REGIMES)), seed=draw(seeds()))
+    case = make_case(**kw)
+    case.rebuild = ("ssm_conformance.properties.strategies.attention",
+                    "make_case(" + ", ".join(f"{k}={v!r}" for k, v in kw.items()) + ")")
+    return case

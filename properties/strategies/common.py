@@ -11,8 +11,10 @@ SPECIAL_LENGTHS = (1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 31, 32, 33, 61, 64, 65, 9
 
 
 def lengths(max_length: int = 512) -> st.SearchStrategy[int]:
+    """Lengths 1..max_length, the special ones often; capped by --ssm-max-length."""
+    from ssm_conformance.properties.options import length_cap
     special = [n for n in SPECIAL_LENGTHS if n <= max_length]
-    return st.one_of(st.sampled_from(special), st.integers(1, max_length))
+    return st.one_of(st.sampled_from(special), st.integers(1, max_length)).map(length_cap)
 
 
 def log_uniform(lo_exp: int, hi_exp: int) -> st.SearchStrategy[float]:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import enabled, length_cap
 from ssm_conformance.properties.strategies.common import SPECIAL_LENGTHS, seeds
+from ssm_conformance.properties.strategies.long_sequences import long_lengths, tensor_cap
 
 WIDTHS = (2, 3, 4)
 MAX_LENGTH = 1100
@@ -92,7 +93,8 @@ def redraw_future(case: Conv1dCase) -> Conv1dCase:
 def conv1d_cases(draw, *, max_cost: int = 8192, min_length: int = 1, min_batch: int = 1):
     """Conv1dCase; see the module doc. ``max_cost`` bounds b*d*l (oracle time)."""
     specials = [v for v in SPECIAL_LENGTHS + (1000, 1023, 1024, 1025, MAX_LENGTH) if v >= min_length]
-    l = draw(st.one_of(st.sampled_from(specials), st.integers(min_length, MAX_LENGTH)))
+    l = max(min_length, length_cap(draw(st.one_of(st.sampled_from(specials),
+                                                  st.integers(min_length, MAX_LENGTH)))))
     w = draw(st.sampled_from(WIDTHS))
     b = draw(st.integers(min_batch, max(min_batch, 2)))
     d = draw(st.sampled_from([1, 2, 3, 8, 16, 64]))
@@ -145,10 +147,24 @@ LONG_LENGTHS = tuple(v for k in range(11, 18) for v in (2**k - 1, 2**k, 2**k + 1
 def long_conv1d_cases():
     """The explicit long cases every profile judges (few channels; widths, bias, SiLU and x kinds
     vary; lengths capped by --ssm-max-length)."""
-    from ssm_conformance.properties.options import length_cap
     cases = [conv1d_case_from_seed(seed=2000 + i, b=1, d=1 + i % 3, l=length_cap(l),
                                    w=WIDTHS[i % 3], bias=i % 2 == 0,
                                    activation="silu" if i % 4 < 2 else None,
                                    x_kind=X_KINDS[i % 3])
              for i, l in enumerate(LONG_LENGTHS)]
     return [c for c in cases if all(enabled(f) for f in c.features)]
+
+
+@st.composite
+def drawn_long_conv1d_cases(draw):
+    """A drawn long sequence for the long tier: l log-uniform MAX_LENGTH + 1 .. 2^17, x (b, d, l)
+    at most 2^17 elements (thorough: 2^20), width, bias, SiLU and x kind drawn."""
+    l = draw(long_lengths(MAX_LENGTH + 1))
+    room = max(1, tensor_cap() // l)
+    d = draw(st.sampled_from([v for v in (1, 2, 3, 8) if v <= room] or [1]))
+    b = draw(st.sampled_from([v for v in (1, 2) if v * d <= room] or [1]))
+    return conv1d_case_from_seed(
+        seed=draw(seeds()), b=b, d=d, l=l, w=draw(st.sampled_from(WIDTHS)),
+        bias=enabled("bias") and draw(st.booleans()),
+        activation="silu" if enabled("silu") and draw(st.booleans()) else None,
+        x_kind=draw(st.sampled_from(X_KINDS)))

@@ -55,7 +55,7 @@ MAX_ACTIVATION = 1 << 14
 
 def _lengths(max_length):
     special = [x for x in SPECIAL_LENGTHS if x <= max_length]
-    return st.one_of(st.sampled_from(special), st.integers(1, max_length))
+    return st.one_of(st.sampled_from(special), st.integers(1, max_length)).map(length_cap)
 
 
 @dataclass
@@ -204,7 +204,8 @@ def _dims(draw, max_elements, min_batch, min_length, max_length, cplx, need_grou
         # the most state (b d n = 4096 b) and as many steps as the activation cap allows:
         # 2^18 / (b d n) steps per block in our torch kernel, so 2..4 blocks
         d, n, b = 64, 64, max(min_batch, draw(st.sampled_from([1, 2])))
-        top = max(min_length, min(max_length, budget // (b * d * n), act // (b * max(d, n))))
+        top = max(min_length, length_cap(min(max_length, budget // (b * d * n),
+                                             act // (b * max(d, n)))))
         return b, d, draw(st.integers(max(min_length, top // 2), top)), n
     budget = {"small": min(256, budget), "medium": min(2048, budget), "large": budget}[size_class]
     budget = max(budget, min_batch * min_length)
@@ -383,6 +384,19 @@ class DecodeCase(StateUpdateCase):
                                B=self.B[..., t], C=self.C[..., t], D=self.D, z=pick(self.z),
                                dt_bias=self.dt_bias, dt_softplus=self.dt_softplus,
                                features=self.features, fp32=fp32, info=self.info)
+
+    def call_lines(self, fn: str, dtype: str, device: str) -> list[str]:
+        """The decode loop as Python source (the reproduction prints it after the arguments):
+        a zero cache, float32 for half dtypes, updated in place by each step."""
+        b, d, n = self.state.shape
+        cache = "float32" if dtype in ("bfloat16", "float16") else dtype
+        z = "None if z is None else z[..., t].contiguous()"
+        return ["import torch",
+                f"state = torch.zeros({b}, {d}, {n}, dtype=torch.{cache}, device={device!r})"
+                "   # the decode cache",
+                f"outs = [{fn}(state, x[..., t].contiguous(), dt[..., t].contiguous(), A, "
+                f"B[..., t].contiguous(), C[..., t].contiguous(), D, {z}, dt_bias, dt_softplus)",
+                f"        for t in range({self.length})]"]
 
     def __repr__(self):
         b, d, l = self.x.shape

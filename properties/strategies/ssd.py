@@ -30,8 +30,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import enabled, length_cap
 from ssm_conformance.properties.strategies.common import SPECIAL_LENGTHS, seeds
+from ssm_conformance.properties.strategies.long_sequences import long_lengths, tensor_cap
 
 FEATURES = ("D", "z", "dt_bias", "dt_softplus", "initial_states", "final_states", "grouped_BC")
 CHUNK_SIZES = (1, 2, 3, 4, 5, 8, 16, 32, 48, 64, 128, 256)
@@ -194,7 +195,8 @@ def _largest_proper_divisor(q: int) -> int:
 def ssd_cases(draw, *, max_cost: int = 4096, min_length: int = 1, min_batch: int = 1):
     """SSDCase; see the module doc. ``max_cost`` bounds b*l*h*p*n (oracle time)."""
     specials = [v for v in SPECIAL_LENGTHS + (1000, 1023, 1024, 1025, MAX_LENGTH) if v >= min_length]
-    l = draw(st.one_of(st.sampled_from(specials), st.integers(min_length, MAX_LENGTH)))
+    l = max(min_length, length_cap(draw(st.one_of(st.sampled_from(specials),
+                                                  st.integers(min_length, MAX_LENGTH)))))
     chunk = draw(st.sampled_from(CHUNK_SIZES))
     b = draw(st.integers(min_batch, max(min_batch, 2)))
     h = draw(st.sampled_from([1, 2, 3, 4]))
@@ -324,7 +326,6 @@ VJP_LONG_LENGTHS = (2**11 - 1, 5 * 256 + 1, 3 * 2048 + 1, 2**16 + 1, 2**17)
 def long_ssd_cases(vjp=False):
     """The explicit long cases every profile judges (tiny heads; features and chunk sizes vary;
     every length capped by --ssm-max-length); ``vjp``: those of VJP_LONG_LENGTHS."""
-    from ssm_conformance.properties.options import length_cap
     cases = []
     for i, l in enumerate(LONG_LENGTHS):
         if vjp and l not in VJP_LONG_LENGTHS:
@@ -336,3 +337,25 @@ def long_ssd_cases(vjp=False):
             dt_kind=DT_KINDS[i % 2], softplus=on[0], D=on[1], z=on[2], dt_bias=on[3],
             initial_states=on[4], final_states=i % 2 == 0, A_zero=i % 4 == 1))
     return [c for c in cases if all(enabled(f) for f in c.features)]
+
+
+@st.composite
+def drawn_long_ssd_cases(draw):
+    """A drawn long sequence for the long tier: l log-uniform MAX_LENGTH + 1 .. 2^17, x
+    (b, l, h, p) and B, C (b, l, g, n) at most 2^17 elements each (thorough: 2^20), chunk size
+    and features drawn; built by ssd_case_from_seed (its call is the reproduction)."""
+    cap = tensor_cap()
+    l = draw(long_lengths(MAX_LENGTH + 1))
+    room = max(1, cap // l)
+    h = draw(st.sampled_from([v for v in (1, 2, 4) if v <= room] or [1]))
+    p = draw(st.sampled_from([v for v in (1, 2, 4) if h * v <= room] or [1]))
+    g = draw(st.sampled_from([1] + ([h] if h > 1 and enabled("grouped_BC") else [])))
+    n = draw(st.sampled_from([v for v in (1, 2, 4, 8, 16) if g * v <= room] or [1]))
+    on = {f: enabled(f) and draw(st.booleans())
+          for f in ("dt_softplus", "D", "z", "dt_bias", "initial_states", "final_states")}
+    return ssd_case_from_seed(
+        seed=draw(seeds()), b=1, l=l, h=h, p=p, g=g, n=n,
+        chunk_size=draw(st.sampled_from((32, 48, 64, 128, 256))), dt_kind=draw(st.sampled_from(DT_KINDS)),
+        softplus=on["dt_softplus"], D=on["D"], z=on["z"], dt_bias=on["dt_bias"],
+        initial_states=on["initial_states"], final_states=on["final_states"],
+        A_zero=draw(st.integers(0, 7)) == 0)

@@ -16,6 +16,12 @@ selective_scan (role semantics: mamba-ssm's selective_scan_ref, CONTRACT.md):
                                     chunks the suite's bound admits it: 3 x 2048 float32 roundings,
                                     SAFETY u depth = 1.5e-3, exceed one bfloat16 rounding, 2^-9 --
                                     a worst-case bound cannot tell them apart.)
+selective_state_update (one decode step; decode_equals_scan runs 2^16 + 1 of them on one cache):
+  state_update_correct           -- the control: our torch kernel, the position counted per cache.
+  ssu_int16_position             -- keeps the decode position of each cache in an int16 (a ring
+                                    buffer's index); past 32767 steps it wraps negative, which the
+                                    kernel reads as a new sequence and zeroes the cache.
+  ssu_hangs_at_step_3000         -- never returns from the 3000th step on one cache.
 linear_scan (h_t = a_t h_{t-1} + b_t along the last axis):
   linear_scan_blocked_correct    -- the control: blocks of 4096 steps, state carried.
   ls_resets_between_blocks       -- the state restarts from zero in every block of 4096 steps.
@@ -106,3 +112,37 @@ def linear_scan_blocked_correct(a, b):
 
 def ls_resets_between_blocks(a, b):
     return _linear(a, b, torch.zeros_like)
+
+
+# -- selective_state_update: a per-cache step counter, as kernels with a ring buffer keep -------
+
+_POSITION: dict = {}   # cache tensor's data pointer -> the steps it has taken
+
+
+def _next_position(state):
+    t = _POSITION.get(state.data_ptr(), 0)
+    _POSITION[state.data_ptr()] = t + 1
+    return t
+
+
+def state_update_correct(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    from ssm_conformance.implementations.torch.mamba import selective_state_update
+    _next_position(state)
+    return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+
+
+def ssu_int16_position(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    from ssm_conformance.implementations.torch.mamba import selective_state_update
+    position = torch.tensor(_next_position(state)).to(torch.int16)   # wraps at 2^15
+    if position < 0:   # "a new sequence": the cache starts from zero
+        state.zero_()
+    return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+
+
+def ssu_hangs_at_step_3000(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
+                           dt_softplus=False):
+    import threading
+    from ssm_conformance.implementations.torch.mamba import selective_state_update
+    if _next_position(state) >= 3000:
+        threading.Event().wait()   # never returns
+    return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
