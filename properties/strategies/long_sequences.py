@@ -84,11 +84,12 @@ LONG_TENSOR = 1 << 17   # elements of a drawn long tensor (thorough: THOROUGH_TE
 THOROUGH_TENSOR = 1 << 20
 
 
-def tensor_cap() -> int:
-    """Elements per tensor of a drawn long example in the current profile."""
-    return THOROUGH_TENSOR if long_profile() else LONG_TENSOR
+def tensor_cap(ci_cap: int = LONG_TENSOR) -> int:
+    """Elements per tensor of a drawn long example in the current profile (``ci_cap`` outside
+    ``thorough``)."""
+    return THOROUGH_TENSOR if long_profile() else ci_cap
 
 
-def sometimes_long(short, long):
-    """Drawn examples: one in LONG_ONE_IN from ``long``, the others from ``short``."""
-    return st.integers(1, LONG_ONE_IN).flatmap(lambda i: long if i == LONG_ONE_IN else short)
+def sometimes_long(short, long, one_in: int = LONG_ONE_IN):
+    """Drawn examples: one in ``one_in`` from ``long``, the others from ``short``."""
+    return st.integers(1, one_in).flatmap(lambda i: long if i == one_in else short)
