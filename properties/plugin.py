@@ -69,7 +69,9 @@ def pytest_addoption(parser):
                     help="write DIR/report.json, DIR/report.md and DIR/*.png")
     group.addoption("--ssm-call-timeout", default=DEFAULT_CALL_TIMEOUT_S, type=float,
                     metavar="SECONDS",
-                    help=f"per-call time limit for a subject (default {DEFAULT_CALL_TIMEOUT_S:g})")
+                    help=f"per-call time limit for a subject (default {DEFAULT_CALL_TIMEOUT_S:g}); "
+                         "the first call on a new argument signature (JIT warm-up) gets 5x it "
+                         "(an extension of the contract)")
     group.addoption("--ssm-max-length", default=None, type=int, metavar="L",
                     help="cap sequence lengths at L for a quick local run (an extension of the "
                          "contract; a capped run is not a conformance verdict at long lengths "
