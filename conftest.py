@@ -13,7 +13,23 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     if "torch" in sys.modules:  # imported before this file by some plugin: set it directly
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-pytest_plugins = ["ssm_conformance.properties.plugin"]
+
+
+def _plugin_autoloaded() -> bool:
+    """Whether pytest loads the suite's plugin itself (the installed ``pytest11`` entry point)."""
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return False
+    from importlib.metadata import entry_points
+    return any(ep.value == "ssm_conformance.properties.plugin"
+               for ep in entry_points(group="pytest11"))
+
+
+# A checkout that is not installed loads the plugin here. Where it is installed (editable too),
+# the entry point loads it, and this file must not say `pytest_plugins`: a run from another
+# directory collects the installed properties/ and reaches this file as a non-root conftest,
+# where pytest refuses `pytest_plugins`.
+if not _plugin_autoloaded():
+    pytest_plugins = ["ssm_conformance.properties.plugin"]
 
 
 # The meta-tests run the suite from its command line once per role and read many verdicts from

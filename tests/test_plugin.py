@@ -178,3 +178,22 @@ def test_the_suite_profiles_are_loaded_only_for_the_suite(tmp_path):
     assert runs(ROOT, "tests") and runs(tmp_path, PROPERTIES_DIR + "/test_scan.py::test_x")
     assert runs(tmp_path, str(Path(PROPERTIES_DIR).parent))
     assert not runs(tmp_path, str(tmp_path)) and not runs(tmp_path, PROPERTIES_DIR + "_x")
+
+
+def test_installed_checkout_runs_from_another_directory(tmp_path):
+    """`pip install -e .` of this checkout (as .ci/run does), then `python -m pytest --ssm-subject
+    ...` from an unrelated directory: the installed properties/ are this checkout's, so the root
+    conftest.py is reached as a non-root conftest, where `pytest_plugins` is refused; it defers to
+    the entry point instead (tests/test_install.py covers the non-editable install)."""
+    import subprocess
+    import sys
+
+    from ssm_conformance.properties.plugin import PROPERTIES_DIR
+    from tests.cli import ROOT
+    if not PROPERTIES_DIR.startswith(str(ROOT)):
+        pytest.skip("the installed suite is not this checkout (not an editable install)")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "--ssm-subject", CONV_NP], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 passed" in proc.stdout
