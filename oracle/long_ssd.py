@@ -3,12 +3,14 @@ sequences far beyond the MPFR oracle's reach (l up to 2^20), vectorized over (b,
 computed in the working format W of oracle/extended.py (float64 for float32/half subjects,
 80-bit long double for float64 subjects).
 
-Algorithm (in W): chunks of ``TIER_CHUNK`` = 128 steps.  Within a chunk the quadratic form with
-L_ij = exp(seg_ij), seg_ij = sum_{k=j+1..i} Dt_k A summed DIRECTLY (a cumulative sum down the
-columns of the masked matrix, never a difference of cumulative sums); between chunks the state
-recurrence S_out = exp(sum_chunk Dt A) S_in + sum_j exp(seg_{last,j}) Dt_j x_j B_j^T, one Python
-iteration per chunk.  The VJP materializes the states S_t and adjoint states G_S_t of one chunk at
-a time and applies oracle/ssd.py's adjoint formulas (backward_core) to them, then its chain rule.
+Algorithm (in W): chunks of ``TIER_CHUNK`` = 32 steps, all chunks of a block (~2^20 elements
+of temporaries) at once.  Within a chunk the quadratic form with L_ij = exp(seg_ij),
+seg_ij = sum_{k=j+1..i} Dt_k A summed DIRECTLY (a cumulative sum down the columns of the masked
+matrix, never a difference of cumulative sums); between chunks the state recurrence
+S_out = exp(sum_chunk Dt A) S_in + sum_j exp(seg_{last,j}) Dt_j x_j B_j^T, one small Python
+iteration per chunk (only this pass is sequential).  The VJP materializes the states S_t and
+adjoint states G_S_t of a block of chunks and applies oracle/ssd.py's adjoint formulas
+(backward_core) to them, then its chain rule.
 
 The tier's own error (Reference.error), first order in u_W (the constants cover O(u_W^2)):
 every output is a sum of monomials  term_ij = C_i.B_j exp(seg_ij) Dt_j x_j (gate, D x, S_0 alike).
@@ -56,7 +58,8 @@ from ssm_conformance.oracle.selective_scan import (
 from ssm_conformance.oracle.ssd import (DEFAULT_DT_LIMIT, _chain, _Inputs, _leaves_abs,
                                         vjp_inputs)
 
-TIER_CHUNK = 128
+TIER_CHUNK = 32   # the quadratic form costs q per step, the state passing 1/q: 32 is ~10x faster
+                  # than 128 at l = 2^17 (D_T below grows as 3 l / q: still ~1e-12 relative in W)
 STEP = 1e-30  # complex step h: Im f(x + i h w) / h = f'(x) w exactly up to O(h^2)
 
 
@@ -73,74 +76,110 @@ def _segsum(dA):
     return np.cumsum(X, axis=-2)
 
 
-def _chunks(l, q):
-    return [(c0, min(c0 + q, l)) for c0 in range(0, l, q)]
+def _by_chunks(t, q):
+    """(b, l, h, ...) -> (b, h, nc, q, ...), nc = ceil(l / q), zero padded past l.  Zero padding
+    is exact for the recurrence: dA = 0 (decay 1) and dtx = 0 leave the state unchanged, and the
+    padded outputs are dropped."""
+    b, l = t.shape[:2]
+    nc = -(-l // q)
+    t = np.moveaxis(t, 1, 2)
+    t = np.pad(t, [(0, 0), (0, 0), (0, nc * q - l)] + [(0, 0)] * (t.ndim - 3))
+    return t.reshape(t.shape[:2] + (nc, q) + t.shape[3:])
+
+
+def _unchunk(t, l):
+    """(b, h, nc, q, ...) -> (b, l, h, ...): the inverse of _by_chunks."""
+    t = t.reshape(t.shape[:2] + (-1,) + t.shape[4:])[:, :, :l]
+    return np.moveaxis(t, 2, 1)
+
+
+def _blocks(nc, per_chunk):
+    """Ranges of chunks processed together: about 2^20 elements of the (.., q, q) temporaries."""
+    step = max(1, (1 << 20) // max(1, per_chunk))
+    return [(k0, min(k0 + step, nc)) for k0 in range(0, nc, step)]
+
+
+def _pass_states(S, decay, local):
+    """S_in[k] for each chunk k of a block, and the state leaving it: S <- decay_k S + local_k
+    (one multiply-add per chunk crossed, in chunk order).  decay (b,h,K), local (b,h,K,p,n)."""
+    S_in = np.empty_like(local, dtype=np.result_type(S, local))
+    for k in range(local.shape[2]):
+        S_in[:, :, k] = S
+        S = decay[:, :, k, None, None] * S + local[:, :, k]
+    return S_in, S
 
 
 def forward_core(dA, dtx, B, C, S0, q=TIER_CHUNK):
     """y (b, l, h, p) = C_t . S_t and S_final (b, h, p, n) of S_t = e^{dA_t} S_{t-1} + dtx_t B_t^T.
-    dA (b, l, h), dtx (b, l, h, p), B, C (b, l, h, n) (per head), S0 (b, h, p, n) or None."""
+    dA (b, l, h), dtx (b, l, h, p), B, C (b, l, h, n) (per head), S0 (b, h, p, n) or None.
+    Vectorized over chunks (and over b, h); only the state passing between chunks is sequential."""
     b, l, h, p = dtx.shape
     n = B.shape[-1]
     dt_ = np.result_type(dA, dtx, B, C, *(() if S0 is None else (S0,)))
     S = np.zeros((b, h, p, n), dtype=dt_) if S0 is None else S0.astype(dt_)
-    y = np.empty((b, l, h, p), dtype=dt_)
-    dA_t, X_t = np.moveaxis(dA, 1, -1), np.moveaxis(dtx, 1, 2)                 # (b,h,l), (b,h,l,p)
-    B_t, C_t = np.moveaxis(B, 1, 2), np.moveaxis(C, 1, 2)                     # (b,h,l,n)
-    for c0, c1 in _chunks(l, q):
-        a, x, Bc, Cc = dA_t[..., c0:c1], X_t[:, :, c0:c1], B_t[:, :, c0:c1], C_t[:, :, c0:c1]
-        seg = _segsum(a)
-        L = np.tril(np.exp(seg))                                              # (b,h,q,q)
+    a_all = _by_chunks(dA[..., None], q)[..., 0]                             # (b,h,nc,q)
+    X_all, B_all, C_all = _by_chunks(dtx, q), _by_chunks(B, q), _by_chunks(C, q)
+    y = np.empty(X_all.shape, dtype=dt_)                                     # (b,h,nc,q,p)
+    for k0, k1 in _blocks(a_all.shape[2], b * h * q * q):
+        a, x, Bc, Cc = a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1], C_all[:, :, k0:k1]
+        L = np.tril(np.exp(_segsum(a)))                                      # (b,h,K,q,q)
         cs = np.cumsum(a, axis=-1)                                           # chunk-local, direct
         yc = (np.matmul(Cc, np.swapaxes(Bc, -1, -2)) * L) @ x                # intra-chunk
-        yc = yc + np.exp(cs)[..., None] * np.matmul(Cc, np.swapaxes(S, -1, -2))
-        y[:, c0:c1] = np.moveaxis(yc, 2, 1)
-        last = L[..., -1, :]                                                 # exp(seg_{last, j})
-        S = np.exp(cs[..., -1])[..., None, None] * S + np.swapaxes(x * last[..., None], -1, -2) @ Bc
-    return y, S
+        local = np.swapaxes(x * L[..., -1, :, None], -1, -2) @ Bc            # (b,h,K,p,n)
+        S_in, S = _pass_states(S, np.exp(cs[..., -1]), local)
+        y[:, :, k0:k1] = yc + np.exp(cs)[..., None] * np.matmul(Cc, np.swapaxes(S_in, -1, -2))
+    return _unchunk(y, l), S
 
 
 def adjoint_core(dA, dtx, B, C, S0, G_pre, gfinal=None, q=TIER_CHUNK):
-    """oracle/ssd.py's backward_core, chunk by chunk: leaf gradients G_a (b,l,h) (of a = e^{dA}),
-    G_dtx (b,l,h,p), G_B, G_C (b,l,h,n), G_S0 (b,h,p,n)."""
+    """oracle/ssd.py's backward_core, vectorized over chunks: leaf gradients G_a (b,l,h) (of
+    a = e^{dA}), G_dtx (b,l,h,p), G_B, G_C (b,l,h,n), G_S0 (b,h,p,n)."""
     b, l, h, p = dtx.shape
     n = B.shape[-1]
     dt_ = np.result_type(dA, dtx, B, C, G_pre, *(() if S0 is None else (S0,)))
-    dA_t, X_t, G_t = np.moveaxis(dA, 1, -1), np.moveaxis(dtx, 1, 2), np.moveaxis(G_pre, 1, 2)
-    B_t, C_t = np.moveaxis(B, 1, 2), np.moveaxis(C, 1, 2)
-    chunks = _chunks(l, q)
+    a_all = _by_chunks(dA[..., None], q)[..., 0]
+    X_all, B_all, C_all, G_all = (_by_chunks(t, q) for t in (dtx, B, C, G_pre))
+    nc = a_all.shape[2]
+    blocks = _blocks(nc, b * h * q * max(q, p * n))
     S = np.zeros((b, h, p, n), dtype=dt_) if S0 is None else S0.astype(dt_)
-    S_in = []
-    for c0, c1 in chunks:                                                    # states entering
-        S_in.append(S)
-        a, x, Bc = dA_t[..., c0:c1], X_t[:, :, c0:c1], B_t[:, :, c0:c1]
+    S_in, decay, ends = [], [], []                                           # per block
+    for k0, k1 in blocks:                                                    # states entering
+        a, x, Bc = a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1]
         last = np.exp(_segsum(a)[..., -1, :])
-        S = np.exp(np.sum(a, axis=-1))[..., None, None] * S + np.swapaxes(x * last[..., None], -1, -2) @ Bc
-    G_a = np.empty((b, h, l), dtype=dt_)
-    G_x = np.empty((b, h, l, p), dtype=dt_)
-    G_B = np.empty((b, h, l, n), dtype=dt_)
-    G_C = np.empty((b, h, l, n), dtype=dt_)
+        dec = np.exp(np.sum(a, axis=-1))
+        Sb, S = _pass_states(S, dec, np.swapaxes(x * last[..., None], -1, -2) @ Bc)
+        S_in.append(Sb)
+        decay.append(np.exp(a[..., 0]))
+    G_a = np.empty(a_all.shape, dtype=dt_)
+    G_x = np.empty(X_all.shape, dtype=dt_)
+    G_B = np.empty(B_all.shape, dtype=dt_)
+    G_C = np.empty(C_all.shape, dtype=dt_)
     R = np.zeros((b, h, p, n), dtype=dt_) if gfinal is None else gfinal.astype(dt_)  # a_{c1} G_S_{c1}
-    for (c0, c1), Sc in zip(reversed(chunks), reversed(S_in)):
-        a, x, Bc, Cc, G = (dA_t[..., c0:c1], X_t[:, :, c0:c1], B_t[:, :, c0:c1], C_t[:, :, c0:c1],
-                           G_t[:, :, c0:c1])
+    for (k0, k1), Sc, a0 in zip(reversed(blocks), reversed(S_in), reversed(decay)):
+        a, x, Bc, Cc, G = (a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1],
+                           C_all[:, :, k0:k1], G_all[:, :, k0:k1])
         seg = _segsum(a)
         L = np.tril(np.exp(seg))                                             # L[i, j], i >= j
         cs = np.cumsum(a, axis=-1)
-        # S_t = e^{cs_t} S_in + sum_{j<=t} L_tj dtx_j B_j^T;  G_S_t = sum_{i>=t} L_it G_i C_i^T
-        #       + e^{seg_{last, t}} R
-        St = (np.exp(cs)[..., None, None] * Sc[:, :, None]
-              + np.einsum("bhtj,bhjp,bhjn->bhtpn", L, x, Bc, optimize=True))
-        GS = (np.exp(seg[..., -1, :])[..., None, None] * R[:, :, None]
-              + np.einsum("bhit,bhip,bhin->bhtpn", L, G, Cc, optimize=True))
-        Sprev = np.concatenate([Sc[:, :, None], St[:, :, :-1]], axis=2)
-        G_a[..., c0:c1] = np.sum(GS * Sprev, axis=(-2, -1))
-        G_x[:, :, c0:c1] = np.sum(GS * Bc[:, :, :, None, :], axis=-1)
-        G_B[:, :, c0:c1] = np.sum(GS * x[..., None], axis=-2)
-        G_C[:, :, c0:c1] = np.sum(G[..., None] * St, axis=-2)
-        R = np.exp(a[..., 0])[..., None, None] * GS[:, :, 0]                 # a_{c0} G_S_{c0}
-    back = lambda t: np.moveaxis(t, 2, 1)                                    # noqa: E731
-    return np.moveaxis(G_a, -1, 1), back(G_x), back(G_B), back(G_C), R
+        # G_S_t = sum_{i>=t} L_it G_i C_i^T + e^{seg_{last, t}} R_out of the chunk, where R_out is
+        # a_{c0} G_S_{c0} of the next chunk: passed backwards, one multiply-add per chunk
+        within = np.einsum("bhkit,bhkip,bhkin->bhktpn", L, G, Cc, optimize=True)
+        tail = np.exp(seg[..., -1, :])                                       # (b,h,K,q)
+        R_out = np.empty(Sc.shape, dtype=dt_)
+        for k in reversed(range(k1 - k0)):
+            R_out[:, :, k] = R
+            R = a0[:, :, k, None, None] * (tail[:, :, k, 0, None, None] * R + within[:, :, k, 0])
+        GS = tail[..., None, None] * R_out[:, :, :, None] + within
+        # S_t = e^{cs_t} S_in + sum_{j<=t} L_tj dtx_j B_j^T
+        St = (np.exp(cs)[..., None, None] * Sc[:, :, :, None]
+              + np.einsum("bhktj,bhkjp,bhkjn->bhktpn", L, x, Bc, optimize=True))
+        Sprev = np.concatenate([Sc[:, :, :, None], St[:, :, :, :-1]], axis=3)
+        G_a[:, :, k0:k1] = np.sum(GS * Sprev, axis=(-2, -1))
+        G_x[:, :, k0:k1] = np.sum(GS * Bc[..., None, :], axis=-1)
+        G_B[:, :, k0:k1] = np.sum(GS * x[..., None], axis=-2)
+        G_C[:, :, k0:k1] = np.sum(G[..., None] * St, axis=-2)
+    return (_unchunk(G_a[..., None], l)[..., 0], _unchunk(G_x, l), _unchunk(G_B, l),
+            _unchunk(G_C, l), R)
 
 
 # ----------------------------------------------------------------------------------------------

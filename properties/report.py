@@ -94,7 +94,7 @@ class Entry:
             "max_abs_error": _finite_or_str(self.max_abs_error),
             "max_rel_error": _finite_or_str(self.max_rel_error),
             "longest_length": self.longest_length,
-            "worst_example": self.worst, "duration_s": round(self.duration_s, 3),
+            "worst_example": _rendered(self.worst), "duration_s": round(self.duration_s, 3),
             "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3),
             "max_warmup_s": round(self.max_warmup_s, 3),
         }
@@ -103,7 +103,7 @@ class Entry:
         """A failed property: its worst example is the one its failure message shows. Hypothesis
         replays the shrunk failing example last, and that replay raised ``message``; the example
         with the largest ratio is usually a bigger one seen before shrinking."""
-        if self.last is not None and self.last["reproduction"] in message:
+        if self.last is not None and str(self.last["reproduction"]) in message:
             self.worst = dict(self.last)
 
     def merge(self, other: "Entry") -> None:
@@ -126,6 +126,31 @@ class Entry:
         if self.first_call_s is None:
             self.first_call_s = other.first_call_s
         self.max_warmup_s = max(self.max_warmup_s, other.max_warmup_s)
+
+
+class _Reproduction:
+    """An example's reproduction, rendered the first time it is read (``str``). Rendering every
+    judged example's inputs as Python source cost more than judging them (~18 s of SSD's ~100 s
+    of metamorphic properties); only the worst example and a failure's are ever shown.
+    ``copy.deepcopy`` (``dataclasses.asdict``, the xdist dump) takes the rendered text."""
+
+    __slots__ = ("_describe", "_case", "_text")
+
+    def __init__(self, describe, case):
+        self._describe, self._case, self._text = describe, case, None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._describe(self._case)
+            self._describe = self._case = None   # the case's arrays are no longer held
+        return self._text
+
+    def __deepcopy__(self, memo) -> str:
+        return str(self)
+
+
+def _rendered(example: dict | None) -> dict | None:
+    return None if example is None else dict(example, reproduction=str(example["reproduction"]))
 
 
 def _finite_or_str(x: float):
@@ -153,7 +178,7 @@ class Recorder:
         entry.points.append((length, float(ratio)))
         entry.longest_length = max(entry.longest_length, length)
         entry.last = {"size": size, "length": length, "ratio": _finite_or_str(float(ratio)),
-                      "reproduction": describe(case)}
+                      "reproduction": _Reproduction(describe, case)}
         if entry.worst is None or not ratio <= entry.max_ratio:
             entry.worst = entry.last
         entry.max_ratio = max(entry.max_ratio, float(ratio))
