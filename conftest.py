@@ -32,19 +32,22 @@ if not _plugin_autoloaded():
     pytest_plugins = ["ssm_conformance.properties.plugin"]
 
 
-# The meta-tests run the suite from its command line once per role and read many verdicts from
-# that one run (a module-level cache). Under pytest-xdist each worker has its own cache, so with
-# the default `--dist load` the parametrized cases of one run spread over the workers and every
+# The meta-tests run the suite from its command line and read many verdicts from one run (a
+# module-level cache or a module-scoped fixture). Under pytest-xdist each worker has its own
+# cache, so with the default `--dist load` the cases of one run spread over the workers and every
 # worker repeated the run (the SSD and selective-scan runs, ~150 s each, ran twice). Each run's
-# cases form one xdist group (module, and its `role` or `key` parameter), and `-n` runs use
-# `--dist loadgroup` unless another mode was asked for: a group goes to one worker.
+# cases form one xdist group and `-n` runs use `--dist loadgroup` unless another mode was asked
+# for: a group goes to one worker. A module whose runs are keyed by a parameter names it in
+# `XDIST_RUN_KEY` (one group per value: its runs spread over the workers); otherwise the module
+# is one group (a module-scoped fixture runs once: grouping it by a parameter ran it per value).
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if not item.module.__name__.rpartition(".")[2].startswith("test_meta_"):
             continue
+        key = getattr(item.module, "XDIST_RUN_KEY", None)
         params = getattr(getattr(item, "callspec", None), "params", {})
-        run = next((str(params[k]) for k in ("role", "key") if k in params), "")
+        run = str(params.get(key, "")) if key else ""
         item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{run}"))
 
 

@@ -49,3 +49,34 @@ def subjects_of(module, prefix: str) -> list[str]:
     """Module-level functions of ``module`` whose names start with ``prefix``."""
     return sorted(name for name, obj in vars(module).items()
                   if name.startswith(prefix) and callable(obj) and not name.startswith("_"))
+
+
+def property_tests(role: str) -> dict[str, str]:
+    """property -> the node id of the role's property test ('properties/test_x.py::test_fn'), read
+    from the ``ssm_role`` marks of the suite's property modules."""
+    import importlib
+    import pkgutil
+
+    from ssm_conformance import properties
+    found = {}
+    for info in pkgutil.iter_modules(properties.__path__):
+        if not info.name.startswith("test_"):
+            continue
+        module = importlib.import_module(f"ssm_conformance.properties.{info.name}")
+        for name, fn in vars(module).items():
+            for mark in getattr(fn, "pytestmark", ()):
+                if mark.name == "ssm_role" and mark.args[0] == role:
+                    found[mark.kwargs["property"]] = f"properties/{info.name}.py::{name}"
+    return found
+
+
+def deselect_all_but(role: str, keep: dict[str, set]) -> list[str]:
+    """``--deselect`` arguments: for each target of ``keep`` (target -> properties), the role's
+    other properties on that target are not run. A wrong subject's meta-test asserts what its
+    catching properties say; the other properties judge it independently and only cost time."""
+    args = []
+    for prop, node in property_tests(role).items():
+        for target, props in keep.items():
+            if prop not in props:
+                args += ["--deselect", f"{node}[{target}-"]   # a node id prefix: every dtype
+    return args

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli import run_suite
+from tests.cli import deselect_all_but, run_suite
 from tests.subjects import attention_subjects
 
 _RUNS = {}
@@ -30,6 +30,10 @@ def _run(tmp_path_factory, key="run"):
         # short-input defects: the explicit long cases capped (tests/test_meta_long_mixers.py
         # judges long ones)
         args = [*extra, "--ssm-max-length=128"]
+        if key == "run":   # a wrong forward: only the property whose verdict is read (CAUGHT_BY)
+            args += deselect_all_but("attention", {
+                f"tests.subjects.attention_subjects:{n}": {CAUGHT_BY[n]}
+                for n in attention_subjects.WRONG})
         for name in names:
             args += ["--ssm-subject", f"attention=tests.subjects.attention_subjects:{name}"]
         _RUNS[key] = run_suite(*args, profile="ci-noshrink",

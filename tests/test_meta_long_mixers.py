@@ -26,6 +26,9 @@ UPSTREAM = {"ssd": ("mamba_ssm", "tests.subjects.mamba_refs:ssd_minimal"),
             "causal_conv1d": ("causal_conv1d", "tests.subjects.mamba_refs:causal_conv1d")}
 
 
+XDIST_RUN_KEY = "role"   # one CLI run per role (root conftest.py: xdist groups)
+
+
 @pytest.mark.parametrize("role", list(ROLES))
 def test_long_defects_rejected(role, tmp_path):
     correct, wrong, generator = ROLES[role]

@@ -33,6 +33,7 @@ RUNS = {
                                "ssu_hangs_at_step_3000": "decode_equals_scan"},
 }
 SELECTED = {"selective_state_update": ["-k", "decode_equals_scan", "--ssm-call-timeout", "2"]}
+XDIST_RUN_KEY = "role"   # one CLI run per role (root conftest.py: xdist groups)
 _DONE = {}
 
 

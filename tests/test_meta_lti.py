@@ -42,6 +42,7 @@ def _role_subjects(role):
     return correct, wrong
 
 
+XDIST_RUN_KEY = "role"   # one CLI run per role (root conftest.py: xdist groups)
 _RUNS = {}
 
 

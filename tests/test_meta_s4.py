@@ -57,6 +57,7 @@ def test_hippo_reference_blocks_are_the_exact_transitions(measure):
         assert sp.simplify(P - big_P[:, :N]) == sp.zeros(P.rows, N) and shift == big_shift
 
 
+XDIST_RUN_KEY = "role"   # one CLI run per role (root conftest.py: xdist groups)
 _RUNS = {}
 
 

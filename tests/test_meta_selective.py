@@ -10,9 +10,10 @@ mistake on their own by the few subjects below, which are right wherever matches
 
 Four CLI runs (``ci-noshrink``: the ``ci`` examples, first failure reported as drawn), verdicts
 read from report.json, one row per (subject, property): selective_scan with every property for
-the correct subjects and the property-targeted wrong ones; selective_scan ``-k matches_oracle``
-for mamba_wrong's subjects and their control; selective_state_update with every property; and
-selective_scan ``-k vjp_matches_oracle --ssm-grad`` for the backward.
+the correct subjects and the property-targeted wrong ones (a wrong subject: only the properties
+whose verdicts are read); selective_scan ``-k matches_oracle`` for mamba_wrong's subjects and
+their control; selective_state_update with every property (its wrong subjects: matches_oracle);
+and selective_scan ``-k vjp_matches_oracle --ssm-grad`` for the backward.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.cli import run_suite, subjects_of
+from tests.cli import deselect_all_but, run_suite, subjects_of
 from tests.subjects import mamba_refs, mamba_wrong, selective_correct
 
 HERE = "tests.test_meta_selective"
@@ -158,6 +159,7 @@ def _target(name):
     return (module if module.startswith("tests.") else f"tests.subjects.{module}") + ":" + attr
 
 
+XDIST_RUN_KEY = "key"   # one CLI run per key (root conftest.py: xdist groups)
 _RUNS = {}
 
 
@@ -176,7 +178,10 @@ def _run(key, tmp_path_factory):
         # steps: 16 for the drawn b d n = 4096), and the long explicit cases (issue 11) are
         # test_meta_long_scan.py's subject
         cap = "48" if role == "selective_state_update" else "256"
-        args = [*extra, "--ssm-max-length", cap]
+        # wrong subjects: only the properties whose verdicts the test reads
+        catchers = {**SCAN_WRONG, **UPDATE_WRONG}
+        wrong = {_target(n): {catchers[n][0], *catchers[n][1]} for n in names if n in catchers}
+        args = [*extra, "--ssm-max-length", cap, *deselect_all_but(role, wrong)]
         for name in names:
             args += ["--ssm-subject", f"{role}={_target(name)}"]
         _RUNS[key] = run_suite(*args, profile="ci-noshrink",

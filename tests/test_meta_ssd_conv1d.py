@@ -8,13 +8,14 @@ base implementations; and upstream's pure-PyTorch references when tests/subjects
 can load them).
 
 One CLI run per role judges all of its subjects together (profile ci-noshrink: the ci examples,
-no shrinking), forward only; the verdicts are read from report.json.
+no shrinking), forward only: the correct subjects with every property, each wrong one with the
+properties expected to catch it; the verdicts are read from report.json.
 """
 from __future__ import annotations
 
 import pytest
 
-from tests.cli import run_suite
+from tests.cli import deselect_all_but, run_suite
 from tests.subjects import mamba_refs
 
 CORRECT = {
@@ -59,6 +60,7 @@ def _correct(role):
     return names
 
 
+XDIST_RUN_KEY = "role"   # one CLI run per role (root conftest.py: xdist groups)
 _RUNS = {}
 
 
@@ -66,8 +68,10 @@ def _run(role, tmp_path_factory):
     if role not in _RUNS:
         # short-input defects (the quadratic SSD is O(l^2)): the explicit long cases capped;
         # tests/test_meta_long_mixers.py judges long ones
-        args = ["--ssm-max-length=128"]
-        for target in _correct(role) + [f"tests.subjects.mamba_wrong:{n}" for n in WRONG[role]]:
+        # (correct subjects: every property; wrong ones: the properties expected to catch them)
+        wrong = {f"tests.subjects.mamba_wrong:{n}": props for n, props in WRONG[role].items()}
+        args = ["--ssm-max-length=128", *deselect_all_but(role, wrong)]
+        for target in _correct(role) + list(wrong):
             args += ["--ssm-subject", f"{role}={target}"]
         _RUNS[role] = run_suite(*args, profile="ci-noshrink",
                                 report_dir=tmp_path_factory.mktemp(role))
