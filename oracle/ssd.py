@@ -117,8 +117,10 @@ _mp_inside = np.frompyfunc(lambda v, lo, hi: gmpy2.mpfr(1 if lo <= v <= hi else 
 # leaves
 
 
-def _leaves_mp(inp, raw, softplus):
-    """raw: dict of float64 arrays (read exactly) or object arrays of mp numbers."""
+def _leaves_mp(inp, raw, softplus, derivatives=False):
+    """raw: dict of float64 arrays (read exactly) or object arrays of mp numbers.  The
+    derivative leaves dgate, dDt (the adjoint's) only with ``derivatives``: a forward pass
+    spent a third of its time on them."""
     x, A = mp_of(raw["x"]), mp_of(raw["A"])
     v = mp_of(raw["dt"])
     if raw["dt_bias"] is not None:
@@ -128,15 +130,18 @@ def _leaves_mp(inp, raw, softplus):
     gidx = inp.head_group
     D = None if raw["D"] is None else mp_of(raw["D"])
     zm = None if raw["z"] is None else mp_of(raw["z"])
-    dsp = mp_dsoftplus(v) if softplus else np.full(v.shape, gmpy2.mpfr(1), dtype=object)
+    dDt = dgate = None
+    if derivatives:
+        dsp = mp_dsoftplus(v) if softplus else np.full(v.shape, gmpy2.mpfr(1), dtype=object)
+        dDt = dsp * _mp_inside(Dt_pre, inp.lo, inp.hi)                  # d Dt / d(dt + bias)
+        dgate = None if zm is None else mp_dsilu(zm)
     return dict(
         x=x, A=A, Dt=Dt,
         a=mp_exp(Dt * A[None, None, :]),                       # (b, l, h)
         dtx=Dt[..., None] * x,                                 # (b, l, h, p)
         B=mp_of(raw["B"])[:, :, gidx], C=mp_of(raw["C"])[:, :, gidx],  # (b, l, h, n)
         D=D, Dx=None if D is None else _D4(D) * x,
-        gate=None if zm is None else mp_silu(zm), dgate=None if zm is None else mp_dsilu(zm),
-        dDt=dsp * _mp_inside(Dt_pre, inp.lo, inp.hi),          # d Dt / d(dt + bias)
+        gate=None if zm is None else mp_silu(zm), dgate=dgate, dDt=dDt,
         S0=None if raw["S0"] is None else mp_of(raw["S0"]),
     )
 
@@ -441,7 +446,9 @@ def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
     base, cond = exp_cond_of(lambda lv: run(lv, gabs, gfabs, True), lv_abs, weights, path)
     gmp = mp_of(grad_out)
     gfmp = None if grad_final_states is None else mp_of(grad_final_states)
-    parts = verified_many(lambda: run(_leaves_mp(inp, inp.raw(), dt_softplus), gmp, gfmp, False), base)
+    parts = verified_many(
+        lambda: run(_leaves_mp(inp, inp.raw(), dt_softplus, derivatives=True), gmp, gfmp, False),
+        base)
 
     b, length, h, p, n, g = inp.b, inp.l, inp.h, inp.p, inp.n, inp.g
     counts = {"x": n, "dt": p * n, "A": b * length * p * n, "B": (h // g) * p, "C": (h // g) * p,
