@@ -342,9 +342,10 @@ def long_ssd_cases(vjp=False):
 @st.composite
 def drawn_long_ssd_cases(draw):
     """A drawn long sequence for the long tier: l log-uniform MAX_LENGTH + 1 .. 2^17, x
-    (b, l, h, p) and B, C (b, l, g, n) at most 2^17 elements each (thorough: 2^20; the tier
-    costs ~2 us per element of x times n, so beyond 2^17 only l grows outside thorough), chunk
-    size and features drawn; built by ssd_case_from_seed (its call is the reproduction)."""
+    (b, l, h, p) and B, C (b, l, g, n) at most 2^17 elements each (thorough: 2^20; the tier's
+    forward costs ~0.2 us per element of x times n, so beyond 2^17 only l grows outside
+    thorough), chunk size and features drawn; built by ssd_case_from_seed (its call is the
+    reproduction)."""
     cap = tensor_cap()
     l = draw(long_lengths(MAX_LENGTH + 1))
     room = max(1, cap // l)
