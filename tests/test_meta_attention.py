@@ -68,6 +68,7 @@ def test_wrong_attention_is_rejected(name, tmp_path_factory):
     failed = {r["property"]: r["failure_kind"] for r in run.results(":" + name)
               if r["verdict"] == "fail"}
     assert CAUGHT_BY[name] in failed, (name, failed)
+    assert {r["property"] for r in _forward(run, name)} == {CAUGHT_BY[name]}   # others deselected
     assert run.status == 1
 
 

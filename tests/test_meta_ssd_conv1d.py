@@ -106,6 +106,7 @@ def test_verdict(role, expected, name, tmp_path_factory):
         assert {r["property"] for r in rows if r["verdict"] == "pass"} >= \
             {"matches_oracle", "causal", "batch_independent", "non_contiguous"}
     else:
+        assert {r["property"] for r in rows} == WRONG[role][name]   # the others were deselected
         failed = {r["property"]: r for r in rows if r["verdict"] == "fail"}
         missing = WRONG[role][name] - set(failed)
         assert not missing, (f"{name}: expected to be caught by {sorted(missing)}, caught by "

@@ -127,6 +127,36 @@ def test_failed_property_reports_the_example_its_message_shows(tmp_path):
     assert "Failing test case" not in run.output
 
 
+def test_reproductions_are_rendered_only_when_shown():
+    """Rendering every judged example's inputs as source cost more than judging them: the
+    recorder keeps the example and renders its reproduction when a report or a failure shows
+    it (the worst example; the dump a pytest-xdist worker sends holds the text)."""
+    from types import SimpleNamespace
+
+    from ssm_conformance.properties.report import Recorder
+    rendered = []
+
+    def describe(case):
+        rendered.append(case)
+        return f"reproduction of example {case}"
+
+    sut = SimpleNamespace(role=SimpleNamespace(name="r", features=()),
+                          subject=SimpleNamespace(name="s"), dtype="float32", device="cpu")
+    recorder = Recorder()
+    for example, ratio in enumerate([0.1, 0.5, 0.2]):
+        recorder.observe(sut, "p", example, ratio=ratio, abs_err=0.0, rel_err=0.0,
+                         describe=describe)
+    assert rendered == []
+    entry = recorder.entry(sut, "p")
+    assert entry.as_json(())["worst_example"]["reproduction"] == "reproduction of example 1"
+    assert rendered == [1]
+    dumped = recorder.dump()
+    assert json.loads(json.dumps(dumped))[0]["last"]["reproduction"] == \
+        "reproduction of example 2"
+    entry.failed_on_last("... reproduction of example 2 ...")
+    assert entry.as_json(())["worst_example"]["ratio"] == 0.2
+
+
 def test_capped_run_says_so_and_lengths_are_reported(tmp_path):
     run = run_suite("--ssm-subject", CONV_NP, "--ssm-max-length", "64", report_dir=tmp_path,
                     profile="dev")
