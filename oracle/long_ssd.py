@@ -8,9 +8,10 @@ of temporaries) at once.  Within a chunk the quadratic form with L_ij = exp(seg_
 seg_ij = sum_{k=j+1..i} Dt_k A summed DIRECTLY (a cumulative sum down the columns of the masked
 matrix, never a difference of cumulative sums); between chunks the state recurrence
 S_out = exp(sum_chunk Dt A) S_in + sum_j exp(seg_{last,j}) Dt_j x_j B_j^T, one small Python
-iteration per chunk (only this pass is sequential).  The VJP materializes the states S_t and
-adjoint states G_S_t of a block of chunks and applies oracle/ssd.py's adjoint formulas
-(backward_core) to them, then its chain rule.
+iteration per chunk (only this pass is sequential).  The VJP takes the states entering the
+chunks from the forward pass, materializes the states S_t and adjoint states G_S_t of a block
+of chunks and applies oracle/ssd.py's adjoint formulas (backward_core) to them, then its chain
+rule.
 
 The tier's own error (Reference.error), first order in u_W (the constants cover O(u_W^2)):
 every output is a sum of monomials  term_ij = C_i.B_j exp(seg_ij) Dt_j x_j (gate, D x, S_0 alike).
@@ -99,20 +100,21 @@ def _blocks(nc, per_chunk):
     return [(k0, min(k0 + step, nc)) for k0 in range(0, nc, step)]
 
 
-def _pass_states(S, decay, local):
-    """S_in[k] for each chunk k of a block, and the state leaving it: S <- decay_k S + local_k
-    (one multiply-add per chunk crossed, in chunk order).  decay (b,h,K), local (b,h,K,p,n)."""
-    S_in = np.empty_like(local, dtype=np.result_type(S, local))
+def _pass_states(S, decay, local, S_in):
+    """The state entering each chunk k of a block into S_in[:, :, k], and the state leaving the
+    block: S <- decay_k S + local_k (one multiply-add per chunk crossed, in chunk order).
+    decay (b,h,K), local and S_in (b,h,K,p,n)."""
     for k in range(local.shape[2]):
         S_in[:, :, k] = S
         S = decay[:, :, k, None, None] * S + local[:, :, k]
-    return S_in, S
+    return S
 
 
 def forward_core(dA, dtx, B, C, S0, q=TIER_CHUNK):
-    """y (b, l, h, p) = C_t . S_t and S_final (b, h, p, n) of S_t = e^{dA_t} S_{t-1} + dtx_t B_t^T.
-    dA (b, l, h), dtx (b, l, h, p), B, C (b, l, h, n) (per head), S0 (b, h, p, n) or None.
-    Vectorized over chunks (and over b, h); only the state passing between chunks is sequential."""
+    """y (b, l, h, p) = C_t . S_t, S_final (b, h, p, n) of S_t = e^{dA_t} S_{t-1} + dtx_t B_t^T,
+    and the state entering each chunk (b, h, nc, p, n) (the adjoint's).  dA (b, l, h), dtx
+    (b, l, h, p), B, C (b, l, h, n) (per head), S0 (b, h, p, n) or None.  Vectorized over chunks
+    (and over b, h); only the state passing between chunks is sequential."""
     b, l, h, p = dtx.shape
     n = B.shape[-1]
     dt_ = np.result_type(dA, dtx, B, C, *(() if S0 is None else (S0,)))
@@ -120,44 +122,37 @@ def forward_core(dA, dtx, B, C, S0, q=TIER_CHUNK):
     a_all = _by_chunks(dA[..., None], q)[..., 0]                             # (b,h,nc,q)
     X_all, B_all, C_all = _by_chunks(dtx, q), _by_chunks(B, q), _by_chunks(C, q)
     y = np.empty(X_all.shape, dtype=dt_)                                     # (b,h,nc,q,p)
+    S_in = np.empty(a_all.shape[:3] + (p, n), dtype=dt_)                     # entering each chunk
     for k0, k1 in _blocks(a_all.shape[2], b * h * q * q):
         a, x, Bc, Cc = a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1], C_all[:, :, k0:k1]
         L = np.tril(np.exp(_segsum(a)))                                      # (b,h,K,q,q)
         cs = np.cumsum(a, axis=-1)                                           # chunk-local, direct
         yc = (np.matmul(Cc, np.swapaxes(Bc, -1, -2)) * L) @ x                # intra-chunk
         local = np.swapaxes(x * L[..., -1, :, None], -1, -2) @ Bc            # (b,h,K,p,n)
-        S_in, S = _pass_states(S, np.exp(cs[..., -1]), local)
-        y[:, :, k0:k1] = yc + np.exp(cs)[..., None] * np.matmul(Cc, np.swapaxes(S_in, -1, -2))
-    return _unchunk(y, l), S
+        S = _pass_states(S, np.exp(cs[..., -1]), local, S_in[:, :, k0:k1])
+        y[:, :, k0:k1] = yc + np.exp(cs)[..., None] * np.matmul(
+            Cc, np.swapaxes(S_in[:, :, k0:k1], -1, -2))
+    return _unchunk(y, l), S, S_in
 
 
-def adjoint_core(dA, dtx, B, C, S0, G_pre, gfinal=None, q=TIER_CHUNK):
+def adjoint_core(dA, dtx, B, C, S_in, G_pre, gfinal=None, q=TIER_CHUNK):
     """oracle/ssd.py's backward_core, vectorized over chunks: leaf gradients G_a (b,l,h) (of
-    a = e^{dA}), G_dtx (b,l,h,p), G_B, G_C (b,l,h,n), G_S0 (b,h,p,n)."""
+    a = e^{dA}), G_dtx (b,l,h,p), G_B, G_C (b,l,h,n), G_S0 (b,h,p,n).  S_in: the states
+    entering the chunks, as forward_core returns them."""
     b, l, h, p = dtx.shape
     n = B.shape[-1]
-    dt_ = np.result_type(dA, dtx, B, C, G_pre, *(() if S0 is None else (S0,)))
+    dt_ = np.result_type(dA, dtx, B, C, G_pre, S_in)
     a_all = _by_chunks(dA[..., None], q)[..., 0]
     X_all, B_all, C_all, G_all = (_by_chunks(t, q) for t in (dtx, B, C, G_pre))
-    nc = a_all.shape[2]
-    blocks = _blocks(nc, b * h * q * max(q, p * n))
-    S = np.zeros((b, h, p, n), dtype=dt_) if S0 is None else S0.astype(dt_)
-    S_in, decay, ends = [], [], []                                           # per block
-    for k0, k1 in blocks:                                                    # states entering
-        a, x, Bc = a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1]
-        last = np.exp(_segsum(a)[..., -1, :])
-        dec = np.exp(np.sum(a, axis=-1))
-        Sb, S = _pass_states(S, dec, np.swapaxes(x * last[..., None], -1, -2) @ Bc)
-        S_in.append(Sb)
-        decay.append(np.exp(a[..., 0]))
     G_a = np.empty(a_all.shape, dtype=dt_)
     G_x = np.empty(X_all.shape, dtype=dt_)
     G_B = np.empty(B_all.shape, dtype=dt_)
     G_C = np.empty(C_all.shape, dtype=dt_)
     R = np.zeros((b, h, p, n), dtype=dt_) if gfinal is None else gfinal.astype(dt_)  # a_{c1} G_S_{c1}
-    for (k0, k1), Sc, a0 in zip(reversed(blocks), reversed(S_in), reversed(decay)):
-        a, x, Bc, Cc, G = (a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1],
-                           C_all[:, :, k0:k1], G_all[:, :, k0:k1])
+    for k0, k1 in reversed(_blocks(a_all.shape[2], b * h * q * max(q, p * n))):
+        a, x, Bc, Cc, G, Sc = (a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1],
+                               C_all[:, :, k0:k1], G_all[:, :, k0:k1], S_in[:, :, k0:k1])
+        a0 = np.exp(a[..., 0])
         seg = _segsum(a)
         L = np.tril(np.exp(seg))                                             # L[i, j], i >= j
         cs = np.cumsum(a, axis=-1)
@@ -242,7 +237,7 @@ def _abs_and_step(inp, lv, weights, dA_step, out_step):
     dA = _dA_real(inp) + 1j * STEP * dA_step                                # log a, a = |a|
     dtx = lv["dtx"] * np.exp(1j * STEP * weights.get("dtx", 0.0))
     gate = lv["gate"] * np.exp(1j * STEP * out_step)
-    y, S = forward_core(dA, dtx, lv["B"], lv["C"], None if lv["S0"] is None else lv["S0"] + 0j)
+    y, S, _ = forward_core(dA, dtx, lv["B"], lv["C"], None if lv["S0"] is None else lv["S0"] + 0j)
     pre = y if lv["Dx"] is None else y + lv["Dx"]
     out = pre * gate
     return out.real, S.real, out.imag / STEP, S.imag / STEP
@@ -275,7 +270,7 @@ def ssd_long(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_s
     inp.softplus = bool(dt_softplus)
     W = tier_dtype(subject_dtype)
     lv = _leaves_w(inp, dt_softplus, W)
-    y, S = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
+    y, S, _ = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
     out, _ = _finish(lv, y)
 
     la, weights, _ = _leaves_abs(inp, dt_softplus)
@@ -297,10 +292,10 @@ def ssd_long(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_s
 
 
 def _grads(lv, inp, has, gout, gfinal, names):
-    y, S = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
+    y, _, S_in = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
     pre = y if lv["Dx"] is None else y + lv["Dx"]
     G_pre = gout if lv["gate"] is None else gout * lv["gate"]
-    G_a, G_dtx, G_B, G_C, G_S0 = adjoint_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"],
+    G_a, G_dtx, G_B, G_C, G_S0 = adjoint_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], S_in,
                                               G_pre, gfinal)
     gl = dict(a=G_a, dtx=G_dtx, B=G_B, C=G_C, Dx=G_pre,
               gate=None if lv["gate"] is None else gout * pre)
