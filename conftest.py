@@ -14,7 +14,6 @@ if "PYTEST_XDIST_WORKER" in os.environ:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-
 def _plugin_autoloaded() -> bool:
     """Whether pytest loads the suite's plugin itself (the installed ``pytest11`` entry point)."""
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):

@@ -159,19 +159,25 @@ class Subject:
     def name(self) -> str:
         return self.target
 
-    def _run(self, args: dict, timeout: float, fn=None):
+    def _start(self, work):
+        """``work()`` started in a daemon worker thread (a subject that hangs cannot be stopped,
+        only left behind); returns the thread and a box that gets "out" or "exc"."""
         box = {}
-        fn = fn or self.fn
 
-        def work():
+        def run():
             try:
-                # the contract fixes the argument order: call positionally, as users' code does
-                box["out"] = fn(*args.values())
+                box["out"] = work()
             except BaseException as exc:  # noqa: BLE001 - any exception is the subject's
                 box["exc"] = exc
 
-        worker = threading.Thread(target=work, daemon=True, name=f"ssm-subject:{self.target}")
+        worker = threading.Thread(target=run, daemon=True, name=f"ssm-subject:{self.target}")
         worker.start()
+        return worker, box
+
+    def _run(self, args: dict, timeout: float, fn=None):
+        fn = fn or self.fn
+        # the contract fixes the argument order: call positionally, as users' code does
+        worker, box = self._start(lambda: fn(*args.values()))
         worker.join(timeout)
         if worker.is_alive():
             return "hang", None
@@ -231,16 +237,7 @@ class Subject:
                 if t == 0:
                     progress["first_s"] = time.perf_counter() - progress["since"]
 
-        box = {}
-
-        def work():
-            try:
-                loop()
-            except BaseException as exc:  # noqa: BLE001 - any exception is the subject's
-                box["exc"] = exc
-
-        worker = threading.Thread(target=work, daemon=True, name=f"ssm-subject:{self.target}")
-        worker.start()
+        worker, box = self._start(loop)
         while True:
             worker.join(0.25)
             if not worker.is_alive():

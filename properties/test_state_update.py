@@ -72,15 +72,13 @@ def test_state_update_decode_equals_scan(sut, case):
     b, d, l = case.x.shape
     half = sut.dtype in HALF
     state_dtype = "float32" if half else None
-    if l > SHORT_DECODE:
-        outs, state, seq, first = _long_decode(sut, case, half)
-    else:
-        outs, state, seq, first = _checked_decode(sut, case, half)
     if l > SHORT_DECODE:  # long decode sequences: the long tier's l steps from a zero state
+        outs, state, seq, first = _long_decode(sut, case, half)
         ref_out, ref_last = long_scan.selective_state_update_sequence(
             first["state"], seq["x"], seq["dt"], first["A"], seq["B"], seq["C"], first["D"],
             seq["z"], first["dt_bias"], case.dt_softplus, subject_dtype=sut.dtype)
     else:
+        outs, state, seq, first = _checked_decode(sut, case, half)
         ref_out, ref_last = oracle(oracle_ss.selective_scan, seq["x"], seq["dt"], first["A"],
                                    seq["B"], seq["C"], first["D"], seq["z"], first["dt_bias"],
                                    case.dt_softplus, return_last_state=True)
