@@ -10,10 +10,10 @@ SPECIAL_LENGTHS = (1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 31, 32, 33, 61, 64, 65, 9
                    251, 255, 256, 257, 384, 509, 511, 512)
 
 
-def lengths(max_length: int = 512) -> st.SearchStrategy[int]:
+def lengths(max_length: int = 512, special_lengths=SPECIAL_LENGTHS) -> st.SearchStrategy[int]:
     """Lengths 1..max_length, the special ones often; capped by --ssm-max-length."""
     from ssm_conformance.properties.options import length_cap
-    special = [n for n in SPECIAL_LENGTHS if n <= max_length]
+    special = [n for n in special_lengths if n <= max_length]
     return st.one_of(st.sampled_from(special), st.integers(1, max_length)).map(length_cap)
 
 

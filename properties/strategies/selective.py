@@ -33,7 +33,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ssm_conformance.properties.options import enabled, length_cap
-from ssm_conformance.properties.strategies.common import seeds
+from ssm_conformance.properties.strategies.common import lengths, seeds
 from ssm_conformance.properties.strategies.long_sequences import (call_source as _call_source,
                                                                  long_lengths, long_profile)
 
@@ -51,11 +51,6 @@ METAMORPHIC_ELEMENTS = 1 << 20
 # Every activation tensor at most 2^14 elements: a failing (or new worst) example is printed in
 # full as its reproduction, and printing costs ~0.15 s per 2^14 numbers, superlinearly more above.
 MAX_ACTIVATION = 1 << 14
-
-
-def _lengths(max_length):
-    special = [x for x in SPECIAL_LENGTHS if x <= max_length]
-    return st.one_of(st.sampled_from(special), st.integers(1, max_length)).map(length_cap)
 
 
 @dataclass
@@ -209,8 +204,8 @@ def _dims(draw, max_elements, min_batch, min_length, max_length, cplx, need_grou
         return b, d, draw(st.integers(max(min_length, top // 2), top)), n
     budget = {"small": min(256, budget), "medium": min(2048, budget), "large": budget}[size_class]
     budget = max(budget, min_batch * min_length)
-    length = max(min_length, draw(_lengths(max(min_length, min(max_length, budget // min_batch,
-                                                               act // min_batch)))))
+    top = max(min_length, min(max_length, budget // min_batch, act // min_batch))
+    length = max(min_length, draw(lengths(top, SPECIAL_LENGTHS)))
     room = max(1, budget // (length * min_batch))
     n = draw(st.sampled_from([s for s in STATE_SIZES if s <= room and min_batch * s * length <= act]
                              or [1]))
