@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 import sys
-from numbers import Integral
+from numbers import Integral, Real
 
 import pytest
 
@@ -22,7 +22,8 @@ _DEFAULT_DTYPES = ("float32",)  # the default: each role in the pytest run's def
 _PROFILES = ("dev", "ci", "ci-noshrink", "thorough")
 
 
-def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples=None):
+def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples=None, *,
+          precision_factor=16):
     """Judge ``fn`` as ``role`` (../shared/CONTRACT.md) and return the per-property records.
 
     role: a role of the contract, e.g. "selective_scan". fn: the kernel (any callable with the
@@ -34,6 +35,8 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
     backward pass (``--ssm-grad``). max_examples: examples per property (default: the Hypothesis
     profile's: ``ci`` where the CI environment variable is set, else ``dev``; a profile selected
     in the surrounding pytest run, e.g. ``--hypothesis-profile thorough``, is kept).
+    precision_factor: K of the precision verdict (``--ssm-precision-factor``): a number >= 1
+    (default 16), or "off" / None to judge by the error bound alone.
 
     Returns one dict per (property, dtype): the report.json row (``verdict``, ``max_ratio``,
     ``examples``, ``features_exercised``, ``feature_examples``, ``worst_example``, ...) plus
@@ -43,6 +46,7 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
     from ssm_conformance.properties.roles import ROLES
 
     spec = _validate(role, fn, dtypes, without, grad, max_examples, ROLES)
+    spec += ["--ssm-precision-factor", _precision_factor(precision_factor)]
     # the user's configuration (addopts: -n, -x, ...) does not apply to the suite's run
     args = ["-p", PLUGIN, "-W", QUIET_REWRITE, "-q", "--no-header", "-p", "no:cacheprovider",
             "-o", "addopts=", "-o", "python_files=test_*.py", *spec,
@@ -105,6 +109,22 @@ def _validate(role, fn, dtypes, without, grad, max_examples, roles) -> list[str]
     if grad:
         options.append("--ssm-grad")
     return options
+
+
+def _precision_factor(value) -> str:
+    """The --ssm-precision-factor argument for ``precision_factor``; TypeError/ValueError naming
+    it for anything but a number >= 1, "off" or None."""
+    from ssm_conformance.properties.precision import parse_factor
+
+    if value is None:
+        return "off"
+    if isinstance(value, bool) or not isinstance(value, (str, Real)):
+        raise TypeError(f"precision_factor: expected a number >= 1 or 'off', got {value!r}")
+    try:
+        factor = parse_factor(value)
+    except ValueError as exc:
+        raise ValueError(f"precision_factor: {exc}") from None
+    return "off" if factor is None else repr(factor)
 
 
 def _profile(max_examples) -> str:
