@@ -34,9 +34,19 @@ report.json schema ("ssm-conformance-report/1"; fields are only ever added to it
       "duration_s": float,
       "first_call_s": float | null (the subject's first call, its JIT warm-up: not limited by
                       the per-call limit alone, properties/subjects.py),
-      "max_warmup_s": float (its slowest first call on a new argument signature)
+      "max_warmup_s": float (its slowest first call on a new argument signature),
+      "precision": null (not judged by the precision verdict: not a sequence role's
+                   matches_oracle / vjp_matches_oracle, or --ssm-precision-factor off) |
+                   {"examples": int, "max_precision_ratio": float (err_row / (K panel_row +
+                    floor_row), largest over rows and examples; <= 1 passes),
+                    "bits_lost_at_worst": float (log2(err / panel err) on that row),
+                    "max_bits_lost": float,
+                    "unjudged_bits_by_tier": {"l < 2^8" | "2^8 <= l < 2^11" | "2^11 <= l < 2^14"
+                        | "l >= 2^14": {"examples", "median", "min", "max"} of log2(tolerance /
+                        panel error), each example's median over rows} (properties/precision.py)}
   }]
 }
+(options also carry "precision_factor": K, or null for off.)
 """
 from __future__ import annotations
 
