@@ -22,10 +22,12 @@ a state, P or dS in a half dtype; o read back rounded for FlashAttention's D = r
 such rounding errs by at most u_out times that quantity's magnitude, which the oracle carries
 (the tolerance's magnitudes). So
 
-    floor_row = FLOOR_ROUNDINGS * u_out * max over the row of M_i  +  tiny_out,
+    floor_row = FLOOR_ROUNDINGS * u_out * max over the row of M_i  +  tiny_out  +  (K + 1) e_row,
     M_i = max(|y_i|, sum_k min(depth_k, 1) * magnitude_k[i])
 
-with the tolerance's terms (depth_k, magnitude_k) (a term whose depth is below 1, e.g. the
+with e_row the row's largest oracle error (its certified bound plus its rounding to float64: a
+measured error is off by up to e, the subject's upwards and the panel's downwards), the
+tolerance's terms (depth_k, magnitude_k) (a term whose depth is below 1, e.g. the
 underflow terms weighed by tiny/u, counts with its weight), FLOOR_ROUNDINGS = 4 (a few), and the
 output dtype's smallest normal number tiny_out, which every verdict admits (flush to zero). Where
 the tolerance is a function (attention, causal_conv1d), M_i is |y_i| plus the magnitudes the
@@ -46,7 +48,7 @@ import numpy as np
 from ssm_conformance.oracle.formats import TINY, UNIT_ROUNDOFF
 from ssm_conformance.properties.options import RUN
 from ssm_conformance.properties.subjects import SubjectFailure
-from ssm_conformance.properties.tolerance import tolerance
+from ssm_conformance.properties.tolerance import U64, tolerance
 
 DEFAULT_FACTOR = 16.0
 FLOOR_ROUNDINGS = 4.0
@@ -165,7 +167,12 @@ def judge(sut, case, checks):
         panel_row = np.maximum.reduce(list(panel_rows.values()))
         u_out = UNIT_ROUNDOFF[dtype]
         M = np.where(finite, floor_magnitude(ref, terms), 0.0)
-        floor_row = FLOOR_ROUNDINGS * u_out * _row_max(M, axes) + TINY[dtype]
+        # the oracle's own error e (certified bound + its rounding to float64) may move the
+        # measured errors: err(subject) by +e, the panel's by -e (module doc)
+        e = np.where(finite, np.broadcast_to(np.asarray(ref.error, dtype=np.float64), value.shape)
+                     + U64 * np.abs(np.where(finite, value, 0.0)), 0.0)
+        floor_row = (FLOOR_ROUNDINGS * u_out * _row_max(M, axes) + TINY[dtype]
+                     + (K + 1.0) * _row_max(e, axes))
         limit = K * panel_row + floor_row
         ratio = sub_row / limit
         tol = terms(dtype) if callable(terms) else tolerance(ref, terms, dtype)

@@ -128,8 +128,8 @@ class Entry:
             "examples": len(self.precision_points),
             "max_precision_ratio": _finite_or_str(self.max_precision_ratio),
             "bits_lost_at_worst": (None if self.worst_bits_lost is None
-                                   else _finite_or_str(round(self.worst_bits_lost, 2))),
-            "max_bits_lost": _finite_or_str(round(max(p[2] for p in self.precision_points), 2)),
+                                   else _finite_or_str(round(self.worst_bits_lost, 2) + 0.0)),
+            "max_bits_lost": _finite_or_str(round(max(p[2] for p in self.precision_points), 2) + 0.0),
             # log2(tolerance / panel error) per length tier: median and smallest over examples
             "unjudged_bits_by_tier": {
                 tier: {"examples": len(v), "median": round(float(sorted(v)[len(v) // 2]), 2),
