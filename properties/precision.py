@@ -42,6 +42,7 @@ bits the bound alone leaves unjudged; the median over rows), for report.json and
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -136,14 +137,25 @@ def floor_magnitude(ref, terms) -> np.ndarray:
 
 def judge(sut, case, checks):
     """The precision verdict on the checks of one example (SubjectUnderTest.judge calls it once
-    every check is within its bound). Records the figures; raises SubjectFailure("imprecise")."""
-    from ssm_conformance.oracle.panel import PANELS
+    every check is within its bound). Records the figures and the time it took (the panel's
+    cost, report.json "precision"."duration_s"); raises SubjectFailure("imprecise")."""
     from ssm_conformance.properties.harness import CURRENT_PROPERTY
     from ssm_conformance.properties.report import RECORDER
 
     prop = CURRENT_PROPERTY["name"]
     if not applies(sut, prop):
         return
+    start = time.perf_counter()
+    try:
+        _judge(sut, case, checks, prop)
+    finally:
+        RECORDER.entry(sut, prop).precision_s += time.perf_counter() - start
+
+
+def _judge(sut, case, checks, prop):
+    from ssm_conformance.oracle.panel import PANELS
+    from ssm_conformance.properties.report import RECORDER
+
     K = RUN.precision_factor
     spec = PANELS[sut.role.name]
     members = panel_outputs(sut, case, PROPERTIES[prop])

@@ -37,7 +37,8 @@ report.json schema ("ssm-conformance-report/1"; fields are only ever added to it
       "max_warmup_s": float (its slowest first call on a new argument signature),
       "precision": null (not judged by the precision verdict: not a sequence role's
                    matches_oracle / vjp_matches_oracle, or --ssm-precision-factor off) |
-                   {"examples": int, "max_precision_ratio": float (err_row / (K panel_row +
+                   {"examples": int, "duration_s": float (the verdict's share of the row's
+                    duration_s: the panel's cost), "max_precision_ratio": float (err_row / (K panel_row +
                     floor_row), largest over rows and examples; <= 1 passes),
                     "bits_lost_at_worst": float (log2(err / panel err) on that row),
                     "max_bits_lost": float,
@@ -92,6 +93,7 @@ class Entry:
     precision_points: list = field(default_factory=list)
     max_precision_ratio: float = 0.0
     worst_bits_lost: float | None = None   # at the example with the largest precision ratio
+    precision_s: float = 0.0   # time spent on the precision verdict (its panel), in duration_s
 
     def as_json(self, without) -> dict:
         left_out = sorted(set(self.role_features) & set(without))
@@ -126,6 +128,7 @@ class Entry:
                 tiers.setdefault(length_tier(length), []).append(bits)
         return {
             "examples": len(self.precision_points),
+            "duration_s": round(self.precision_s, 3),   # of the row's duration_s
             "max_precision_ratio": _finite_or_str(self.max_precision_ratio),
             "bits_lost_at_worst": (None if self.worst_bits_lost is None
                                    else _finite_or_str(round(self.worst_bits_lost, 2) + 0.0)),
@@ -168,6 +171,7 @@ class Entry:
             self.worst_bits_lost = other.worst_bits_lost
         self.max_precision_ratio = max(self.max_precision_ratio, other.max_precision_ratio)
         self.precision_points += other.precision_points
+        self.precision_s += other.precision_s
 
 
 # length tiers of the precision figures (report.json "unjudged_bits_by_tier", report.md)
