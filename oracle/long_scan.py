@@ -4,8 +4,9 @@ evaluated in the working format W of oracle/extended.py (float64 for float32 and
 80-bit long double for float64 subjects), vectorized over every non-sequential axis.
 
 Same ``Reference`` type and the same magnitudes ("abs_scan"/"abs_out"/"abs_state", "exp_cond",
-"depth": the SUBJECT's depths, which properties/tolerance.py reads) as the multiple-precision
-oracles; ``Reference.error`` is the tier's own derived bound (below), which the tolerance adds.
+"path", "local_depth", "depth": the SUBJECT's bounds, which properties/tolerance.py reads; the
+path-weighted "path" of oracle/scan.py and docs/bounds.md) as the multiple-precision oracles;
+``Reference.error`` is the tier's own derived bound (below), which the tolerance adds.
 
 Algorithm: a blocked scan (``block_scan``). Time is cut into nb blocks of T ~ sqrt(l) steps; the
 recurrence runs sequentially within the blocks, all blocks (and rows) at once, alongside the
@@ -21,15 +22,18 @@ Error bound of the tier (written beside the constants that realize it):
   errors. The blocked scan's path for the term of b_j in h_t: one multiply and one add per step
   inside b_j's block, one multiply per step (forming P) in every later block, one multiply and one
   add per block to carry, one multiply and one add to apply the carry-in: at most the sequential
-  scan's 2 per step plus 2 nb + 2. So depth_W = (the subject's sequential depth) + 2 nb + 2 for a
-  forward output, and + 4 nb + 4 for a gradient (the forward and the adjoint scan).
+  scan's 2 per step plus 2 nb + 2. So every path's depth is the subject's path depth (which the
+  path-weighted "path" already charges it, oracle/scan.py) plus 2 nb + 2 for a forward output,
+  and + 4 nb + 4 for a gradient (the forward and the adjoint scan): depth_W = 2 nb + 2 (+ the
+  output side's local_depth) times abs, beside the path.
   exp(Dt A) is evaluated in W at the argument rounded in W: its relative error is
-  u_W |Dt A| (1 + kappa) -- exactly the "exp_cond" magnitude with u_W for u.
+  u_W |Dt A| (1 + kappa) <= the "exp_cond" magnitude (weight 3 + kappa) with u_W for u.
   Each counted operation errs by at most TIER_FACTOR / 2 u_W (real + and *: u_W; complex multiply
   sqrt(5) u_W, Brent, Percival, Zimmermann 2007; libm exp, log1p, expm1 in double and x87 long
   double: <= 3 ulp = 6 u_W, glibc's documented maxima), and 1 / (1 - depth 6 u_W) < 1.01 for
   depth < 2^40; hence
-      |tier - exact| <= TIER_FACTOR u_W (depth_W abs + exp_cond) + TIER_FACTOR u_W depth_W tiny_W
+      |tier - exact| <= TIER_FACTOR u_W (path + depth_W abs + exp_cond)
+                        + TIER_FACTOR u_W depth_W tiny_W
   (the last term: gradual underflow in W). tests/test_oracle_long_scan.py measures the tier's
   true error against the MPFR oracle (before rounding to float64) and against itself in a wider W.
   The value is then rounded once to float64 (not in the error: the tolerance model adds u_64 |y|).
