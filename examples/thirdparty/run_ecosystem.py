@@ -107,7 +107,7 @@ SUBJECTS = [
             f"{HERE}/recurrentgemma_rglru.py:rg_lru", False, options=["--ssm-grad"],
             max_length=256, note="adapter by the rg_lru role's author (that file's docstring)"),
     Subject("torch-sdpa", "scaled_dot_product_attention (CPU)", "torch", "attention",
-            "torch.nn.functional:scaled_dot_product_attention", False),
+            f"{HERE}/torch_sdpa.py:attention", False),
 ]
 
 
@@ -134,8 +134,9 @@ FINDINGS = [
                      print(sorted(kw), type(e).__name__ + ":", e)
              """)),
     dict(name="mamba-ssd-softplus", package="mamba-ssm",
-         title="Triton SSD: dt_softplus loses relative precision for negative dt",
-         text="The kernels compute softplus as log(exp(dt) + 1) in float32; for dt < -8, "
+         title="Triton SSD and selective_state_update: dt_softplus loses relative precision for negative dt",
+         text="Both kernels take softplus from mamba_ssm/ops/triton/softplus.py, which on "
+              "Triton 3 is log(exp(dt) + 1) in float32 (on Triton 2 it was log1p(exp(dt))); for dt < -8, "
               "exp(dt) + 1 rounds, so softplus(dt) is off by up to ~2^-24/exp(dt) relative "
               "(torch.nn.functional.softplus and log1p(exp(dt)) are exact to a rounding). Mamba-2 "
               "initializes dt_bias so that softplus(dt) is 1e-3..1e-1 (dt >= -7), so trained "
@@ -149,8 +150,14 @@ FINDINGS = [
              A = -torch.ones(1); B = torch.ones(1, 1, 1, 1); C = torch.ones(1, 1, 1, 1)
              y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=1, dt_softplus=True)
              exact = torch.nn.functional.softplus(torch.tensor(dt0, dtype=torch.float64)).item()
-             print("kernel", y.item(), "exact", exact, "rel err", abs(y.item() - exact) / exact,
-                   "float32 eps/2", 2.0 ** -24)
+             print("ssd: kernel", y.item(), "exact", exact, "rel err", abs(y.item() - exact) / exact,
+                   "float32 u", 2.0 ** -24)
+             from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+             state = torch.zeros(1, 1, 1)
+             out = selective_state_update(state, torch.ones(1, 1), torch.full((1, 1), dt0), -torch.ones(1, 1),
+                                          torch.ones(1, 1), torch.ones(1, 1), D=torch.zeros(1),
+                                          dt_bias=torch.zeros(1), dt_softplus=True)
+             print("selective_state_update: kernel", out.item(), "rel err", abs(out.item() - exact) / exact)
              """)),
     dict(name="selective-scan-ref-strided-complex", package="mamba-ssm",
          title="selective_scan_ref: strided B with complex A raises",
@@ -397,7 +404,18 @@ def render(data: dict) -> str:
         "certification; `PASS` is no proof, `FAIL` is a real failure with its reproduction.",
         "",
         "Adapters (optional dependencies, nothing vendored): `examples/thirdparty/*.py`, each "
-        "file's docstring says what it calls and what it adapts.",
+        "file's docstring says what it calls and what it adapts. Setup used here (a venv over "
+        "the system torch; never let pip pull another torch):",
+        "",
+        "```sh",
+        "python -m venv --system-site-packages /work/venv-triton",
+        "pip install --no-deps triton==3.9.0 fla-core==0.6.0 transformers einops",
+        "pip install huggingface_hub tokenizers safetensors regex pyyaml tqdm  # transformers' imports",
+        "pip install wheel ninja",
+        "MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE pip install --no-build-isolation --no-deps mamba-ssm==2.3.2.post1",
+        "CAUSAL_CONV1D_FORCE_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE pip install --no-build-isolation --no-deps causal-conv1d==1.7.0",
+        "python examples/thirdparty/run_ecosystem.py",
+        "```",
         "",
         "| kernel | package | version | role | options | cap | verdict | worst err/tol | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
