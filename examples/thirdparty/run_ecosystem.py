@@ -27,6 +27,7 @@ import datetime
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,11 +53,12 @@ class Subject:
     options: list = field(default_factory=list)   # extra suite options
     max_length: int = 256
     note: str = ""
+    needs: tuple = ()     # features of the role the subject cannot be judged without leaving out
 
 
 SUBJECTS = [
     Subject("mamba-ssd", "mamba_chunk_scan_combined (Triton)", "mamba-ssm", "ssd",
-            f"{HERE}/mamba_ssm_triton.py:ssd", True, max_length=96,
+            f"{HERE}/mamba_ssm_triton.py:ssd", True, max_length=64,
             note="forward; the Triton backward is not judged (interpreted, too slow)"),
     Subject("mamba-ssu", "selective_state_update (Triton)", "mamba-ssm", "selective_state_update",
             f"{HERE}/mamba_ssm_triton.py:selective_state_update", True,
@@ -88,20 +90,24 @@ SUBJECTS = [
     Subject("fla-hgrn-fused", "fused_recurrent_hgrn (Triton)", "fla-core", "linear_scan",
             f"{HERE}/fla_triton.py:linear_scan_fused_recurrent", True,
             options=["--ssm-grad", "--ssm-without", "complex,zero_decay,negative_decay"],
-            max_length=128),
+            max_length=128, needs=("zero_decay", "negative_decay")),
     Subject("fla-hgrn-chunk", "chunk_hgrn (Triton)", "fla-core", "linear_scan",
             f"{HERE}/fla_triton.py:linear_scan_chunk", True,
             options=["--ssm-grad", "--ssm-without", "complex,zero_decay,negative_decay"],
-            max_length=128),
+            max_length=128, needs=("zero_decay", "negative_decay")),
     Subject("fla-hgrn-chunk-bf16", "chunk_hgrn (Triton), bfloat16", "fla-core", "linear_scan",
             f"{HERE}/fla_triton.py:linear_scan_chunk", True,
             options=["--ssm-grad", "--ssm-dtype", "bfloat16", "--ssm-without",
-                     "complex,zero_decay,negative_decay"], max_length=128),
+                     "complex,zero_decay,negative_decay"], max_length=128,
+            needs=("zero_decay", "negative_decay")),
     Subject("fla-simple-gla", "chunk_simple_gla (Triton) as SSD", "fla-core", "ssd",
             f"{HERE}/fla_triton.py:ssd_simple_gla", True, max_length=96,
             note="q = C, k = dt·B, v = x, g = dt·A; dt transform, D and z in the adapter"),
+    Subject("recurrentgemma-rglru", "RGLRU (torch)", "recurrentgemma", "rg_lru",
+            f"{HERE}/recurrentgemma_rglru.py:rg_lru", False, options=["--ssm-grad"],
+            max_length=256, note="adapter by the rg_lru role's author (that file's docstring)"),
     Subject("torch-sdpa", "scaled_dot_product_attention (CPU)", "torch", "attention",
-            "torch.nn.functional:scaled_dot_product_attention", False),
+            f"{HERE}/torch_sdpa.py:attention", False),
 ]
 
 
@@ -128,8 +134,9 @@ FINDINGS = [
                      print(sorted(kw), type(e).__name__ + ":", e)
              """)),
     dict(name="mamba-ssd-softplus", package="mamba-ssm",
-         title="Triton SSD: dt_softplus loses relative precision for negative dt",
-         text="The kernels compute softplus as log(exp(dt) + 1) in float32; for dt < -8, "
+         title="Triton SSD and selective_state_update: dt_softplus loses relative precision for negative dt",
+         text="Both kernels take softplus from mamba_ssm/ops/triton/softplus.py, which on "
+              "Triton 3 is log(exp(dt) + 1) in float32 (on Triton 2 it was log1p(exp(dt))); for dt < -8, "
               "exp(dt) + 1 rounds, so softplus(dt) is off by up to ~2^-24/exp(dt) relative "
               "(torch.nn.functional.softplus and log1p(exp(dt)) are exact to a rounding). Mamba-2 "
               "initializes dt_bias so that softplus(dt) is 1e-3..1e-1 (dt >= -7), so trained "
@@ -143,8 +150,14 @@ FINDINGS = [
              A = -torch.ones(1); B = torch.ones(1, 1, 1, 1); C = torch.ones(1, 1, 1, 1)
              y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=1, dt_softplus=True)
              exact = torch.nn.functional.softplus(torch.tensor(dt0, dtype=torch.float64)).item()
-             print("kernel", y.item(), "exact", exact, "rel err", abs(y.item() - exact) / exact,
-                   "float32 eps/2", 2.0 ** -24)
+             print("ssd: kernel", y.item(), "exact", exact, "rel err", abs(y.item() - exact) / exact,
+                   "float32 u", 2.0 ** -24)
+             from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+             state = torch.zeros(1, 1, 1)
+             out = selective_state_update(state, torch.ones(1, 1), torch.full((1, 1), dt0), -torch.ones(1, 1),
+                                          torch.ones(1, 1), torch.ones(1, 1), D=torch.zeros(1),
+                                          dt_bias=torch.zeros(1), dt_softplus=True)
+             print("selective_state_update: kernel", out.item(), "rel err", abs(out.item() - exact) / exact)
              """)),
     dict(name="selective-scan-ref-strided-complex", package="mamba-ssm",
          title="selective_scan_ref: strided B with complex A raises",
@@ -221,12 +234,26 @@ def _version(dist: str) -> str:
 def _suite_has_option(option: str) -> bool:
     out = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=ROOT,
                          capture_output=True, text=True).stdout
-    return option in out
+    return re.search(re.escape(option) + r"[ =,]", out) is not None
 
 
 def _role_features(role: str) -> tuple:
     from ssm_conformance.properties.roles import ROLES
     return ROLES[role].features
+
+
+def _cannot_judge(subject: Subject) -> str:
+    """Why this version of the suite (or this checkout) cannot judge ``subject``; "" if it can."""
+    from ssm_conformance.properties.roles import ROLES
+    if subject.role not in ROLES or not ROLES[subject.role].bundled:
+        return f"this version of the suite has no role {subject.role}"
+    if not (ROOT / subject.target.split(":")[0]).exists() and subject.target.startswith(HERE):
+        return f"{subject.target.split(':')[0]} is not in this checkout"
+    missing = [f for f in subject.needs if f not in ROLES[subject.role].features]
+    if missing:
+        return (f"the subject must be judged without {', '.join(missing)}, features this "
+                f"version of the suite does not have yet")
+    return ""
 
 
 def _split_options(options):
@@ -248,6 +275,8 @@ def _suite_run(subject: Subject, rest, without, with_, timeout):
     cmd = [sys.executable, "-m", "pytest", "properties", "-p", "no:cacheprovider", "-q",
            "--hypothesis-profile", "budget", "--ssm-subject", f"{subject.role}={subject.target}",
            "--ssm-max-length", str(subject.max_length), *rest]
+    if subject.triton:   # interpreted: one call on a few hundred steps may take minutes
+        cmd += ["--ssm-call-timeout", "600"]
     if without & known:
         cmd += ["--ssm-without", ",".join(sorted(without & known))]
     if with_ & known:
@@ -285,6 +314,9 @@ def judge(subject: Subject, timeout: float, has_with: bool) -> dict:
     never_on = [f for f, (on, n) in cov.items() if on == 0 and f not in with_]
     always_on = [f for f, (on, n) in cov.items() if n and on == n]
     followups = []
+    failed = any(r["verdict"] == "fail" for r in rows)   # a failure is a verdict: no rerun
+    if failed:
+        never_on = always_on = []
     if rows and never_on and has_with:
         followups.append((rest, without, with_ | set(never_on), f"forced on: {','.join(never_on)}"))
     if rows and always_on:
@@ -318,7 +350,7 @@ def _summary(run):
                coverage={f: v for f, v in _coverage(rows, features).items()},
                longest=max([r["longest_length"] or 0 for r in rows], default=0),
                failures=[dict(property=r["property"], dtype=r["dtype"], kind=r["failure_kind"],
-                              ratio=r["max_ratio"], message=r["message"][:1500]) for r in failed])
+                              ratio=r["max_ratio"], message=r["message"]) for r in failed])
     if not rows:
         out["tail"] = run["tail"][-1500:]
     return out
@@ -327,8 +359,9 @@ def _summary(run):
 def run_finding(finding: dict, timeout: float, data: dict) -> dict:
     if finding.get("from_subject"):
         subject = data["subjects"].get(finding["from_subject"])
-        if subject is None:
-            return dict(finding, output="(subject not judged yet)", code="",
+        if subject is None or not subject["runs"]:
+            why = subject.get("not_judged", "") if subject else "subject not judged yet"
+            return dict(finding, output=f"subject {finding['from_subject']} not judged ({why})", code="",
                         version=_version(finding["package"]), seconds=0)
         run = subject["runs"][0]
         failures = "\n\n".join(f["message"] for f in run["failures"]) or "(no failure: not confirmed)"
@@ -371,12 +404,27 @@ def render(data: dict) -> str:
         "certification; `PASS` is no proof, `FAIL` is a real failure with its reproduction.",
         "",
         "Adapters (optional dependencies, nothing vendored): `examples/thirdparty/*.py`, each "
-        "file's docstring says what it calls and what it adapts.",
+        "file's docstring says what it calls and what it adapts. Setup used here (a venv over "
+        "the system torch; never let pip pull another torch):",
+        "",
+        "```sh",
+        "python -m venv --system-site-packages /work/venv-triton",
+        "pip install --no-deps triton==3.9.0 fla-core==0.6.0 transformers einops",
+        "pip install huggingface_hub tokenizers safetensors regex pyyaml tqdm  # transformers' imports",
+        "pip install wheel ninja",
+        "MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE pip install --no-build-isolation --no-deps mamba-ssm==2.3.2.post1",
+        "CAUSAL_CONV1D_FORCE_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE pip install --no-build-isolation --no-deps causal-conv1d==1.7.0",
+        "python examples/thirdparty/run_ecosystem.py",
+        "```",
         "",
         "| kernel | package | version | role | options | cap | verdict | worst err/tol | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in subjects:
+        if s.get("not_judged"):
+            lines.append(f"| {s['kernel']} | {s['package']} | {s['version']} | {s['role']} | "
+                         f"`{' '.join(s['options']) or '—'}` | {s['max_length']} | not judged: "
+                         f"{s['not_judged']} | — | — |")
         for i, run in enumerate(s["runs"]):
             label = s["kernel"] if i == 0 else f"↳ rerun, {run['why']}"
             opts = " ".join(s["options"]) or "—"
@@ -407,7 +455,8 @@ def render(data: dict) -> str:
                          f"{run['examples']} judged examples, longest length {run['longest']}, "
                          f"{run['seconds']:.0f} s; features on in (examples/judged): {cov}.")
             for f in run["failures"]:
-                first = f["message"].strip().splitlines()[:12]
+                msg = f["message"].strip().splitlines()
+                first = msg[:4] + ["..."] + msg[-4:] if len(msg) > 8 else msg
                 lines.append(f"  - {f['property']} / {f['dtype']}: {f['kind']} "
                              f"(ratio {_fmt_ratio(f['ratio']) if not isinstance(f['ratio'], str) else f['ratio']})")
                 lines.append("")
@@ -425,6 +474,10 @@ def render(data: dict) -> str:
               "`triton_cpu.install()` line is for a CPU machine, drop it on a GPU with the tensors "
               "on `cuda`), and the output it gave here.", ""]
     for f in data.get("findings", {}).values():
+        if not f.get("code"):
+            lines += [f"### {f['title']} ({f['package']} {f['version']})", "", f["text"], "",
+                      f"Not reproduced in this run: {f['output']}", ""]
+            continue
         lines += [f"### {f['title']} ({f['package']} {f['version']})", "", f["text"], "",
                   "```" + f.get("lang", "python"), f["code"].rstrip(), "```", "", "Output here:", "", "```",
                   f["output"].rstrip(), "```", ""]
@@ -471,6 +524,16 @@ def main(argv=None):
             has_with = _suite_has_option("--ssm-with")
             for s in SUBJECTS:
                 if names and s.name not in names:
+                    continue
+                why_not = _cannot_judge(s)
+                if why_not:
+                    print(f"not judging {s.name}: {why_not}", flush=True)
+                    data["subjects"][s.name] = dict(
+                        name=s.name, kernel=s.kernel, package=s.package,
+                        version=_version(s.package), role=s.role, target=s.target,
+                        triton=s.triton, note=s.note, options=s.options,
+                        max_length=s.max_length, not_judged=why_not, runs=[])
+                    _save(data, subject=s.name)
                     continue
                 print(f"judging {s.name} ...", flush=True)
                 data["subjects"][s.name] = judge(s, args.timeout, has_with)
