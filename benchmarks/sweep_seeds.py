@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/sweep_seeds.py --seeds 0:3 [--dtypes float32,bfloat16]
         [--roles linear_scan,...] [--max-length L] [--examples N] [--all-properties]
 
-For each seed S, role and dtype, one run of ``python -m pytest properties/test_<role>.py
---ssm-grad --ssm-dtype DTYPE --hypothesis-seed S`` (by default only the oracle properties,
+For each seed S and dtype, one run of ``python -m pytest properties/test_<role>.py ...
+--ssm-grad --ssm-dtype DTYPE --hypothesis-seed S`` over every role's module (by default only the oracle properties,
 ``-k matches_oracle``: forward ``matches_oracle`` and, with --ssm-grad, ``vjp_matches_oracle``,
 the two the precision verdict judges), then a table: role, dtype, direction (forward / grad),
 seeds passed, worst err/tol, worst precision ratio (properties/precision.py; <= 1 passes).
@@ -46,10 +46,10 @@ def seed_range(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def run_one(role, dtype, seed, args, plugin_dir) -> tuple[list[dict], float, int]:
-    report_dir = tempfile.mkdtemp(prefix=f"sweep-{role}-{dtype}-{seed}-")
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "properties" / f"{MODULES[role]}.py"),
-           "-q", "-p", "no:cacheprovider", "-p", "sweep_profile", "--hypothesis-profile",
+def run_one(roles, dtype, seed, args, plugin_dir) -> tuple[list[dict], float, int]:
+    report_dir = tempfile.mkdtemp(prefix=f"sweep-{dtype}-{seed}-")
+    cmd = [sys.executable, "-m", "pytest",
+           *[str(ROOT / "properties" / f"{MODULES[role]}.py") for role in roles], "-q", "-p", "no:cacheprovider", "-p", "sweep_profile", "--hypothesis-profile",
            "sweep", "--hypothesis-seed", str(seed), "--ssm-dtype", dtype, "--ssm-grad",
            "--ssm-report", report_dir]
     if not args.all_properties:
@@ -86,17 +86,18 @@ def main() -> int:
     Path(plugin_dir, "sweep_profile.py").write_text(PROFILE_PLUGIN.format(n=args.examples))
     table: dict[tuple, dict] = {}
     runs = []
+    roles = args.roles.split(",")
     for seed in seed_range(args.seeds):
-        for role in args.roles.split(","):
-            for dtype in args.dtypes.split(","):
-                rows, seconds, status = run_one(role, dtype, seed, args, plugin_dir)
-                runs.append({"seed": seed, "role": role, "dtype": dtype, "status": status,
-                             "seconds": round(seconds, 1), "rows": rows})
-                print(f"seed {seed} {role} {dtype}: exit {status}, {seconds:.0f} s",
-                      file=sys.stderr, flush=True)
+        for dtype in args.dtypes.split(","):
+            rows, seconds, status = run_one(roles, dtype, seed, args, plugin_dir)
+            runs.append({"seed": seed, "dtype": dtype, "status": status,
+                         "seconds": round(seconds, 1), "rows": rows})
+            print(f"seed {seed} {dtype}: exit {status}, {seconds:.0f} s", file=sys.stderr,
+                  flush=True)
+            for role in roles:
                 by_direction: dict[str, list] = {}
                 for r in rows:
-                    if r["verdict"] == "skip":
+                    if r["verdict"] == "skip" or r["role"] != role:
                         continue
                     direction = "grad" if r["property"].startswith("vjp") else (
                         "forward" if r["property"] == "matches_oracle" else r["property"])

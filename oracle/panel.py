@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -58,19 +59,33 @@ def _complex(rdt):
 
 # --- the two recurrence algorithms (time on the first axis) --------------------------------------
 
+def _recur(a, h):
+    """h[t] += a[t] * h[t-1] for t = 1.., in place, over the first axis: one multiply and one add
+    a step (NumPy ufuncs on the CPU, ~4x less overhead per step than torch's on small slabs)."""
+    if h.device.type == "cpu":
+        A, H = a.numpy().reshape(len(a), -1), h.numpy().reshape(len(h), -1)   # views
+        tmp = np.empty_like(H[0])
+        for t in range(1, H.shape[0]):
+            np.multiply(A[t], H[t - 1], out=tmp)
+            np.add(H[t], tmp, out=H[t])
+        return h
+    hs, as_ = h.unbind(0), a.unbind(0)
+    for t in range(1, len(hs)):
+        hs[t].add_(as_[t] * hs[t - 1])
+    return h
+
+
 class _Loop(torch.autograd.Function):
     """h_t = a_t h_{t-1} + b_t sequentially (h_{-1} = h0 or 0); backward: the adjoint recurrence
     g_t = dh_t + conj(a_{t+1}) g_{t+1}, da_t = g_t conj(h_{t-1}), db_t = g_t, dh0 = conj(a_0) g_0."""
 
     @staticmethod
     def forward(ctx, a, b, h0):
-        a = a.contiguous()
-        h = b.contiguous().clone()
-        hs, as_ = h.unbind(0), a.unbind(0)
+        a = a.detach().contiguous()
+        h = b.detach().contiguous().clone()
         if h0 is not None:
-            hs[0].addcmul_(as_[0], h0)
-        for t in range(1, len(hs)):
-            hs[t].addcmul_(as_[t], hs[t - 1])
+            h[0] = h[0] + a[0] * h0
+        _recur(a, h)
         ctx.save_for_backward(a, h, h0)
         return h
 
@@ -78,15 +93,29 @@ class _Loop(torch.autograd.Function):
     def backward(ctx, gh):
         a, h, h0 = ctx.saved_tensors
         ac = a.conj().resolve_conj() if a.is_complex() else a
-        g = gh.contiguous().clone()
-        gs, acs = g.unbind(0), ac.unbind(0)
-        for t in range(len(gs) - 2, -1, -1):
-            gs[t].addcmul_(acs[t + 1], gs[t + 1])
+        g = gh.detach().contiguous().clone()
+        # the adjoint runs backwards in time: the same recurrence on the time-reversed slabs
+        _recur_reversed(ac, g)
         first = torch.zeros_like(h[:1]) if h0 is None else h0.unsqueeze(0).to(h.dtype)
         h_prev = torch.cat([first, h[:-1]])
         grad_a = g * (h_prev.conj() if h_prev.is_complex() else h_prev)
         grad_h0 = None if h0 is None else (g[0] * ac[0]).to(h0.dtype)
         return grad_a, g, grad_h0
+
+
+def _recur_reversed(ac, g):
+    """g[t] += ac[t+1] * g[t+1] for t = l-2 .. 0, in place."""
+    if g.device.type == "cpu":
+        A, G = ac.numpy().reshape(len(ac), -1), g.numpy().reshape(len(g), -1)   # views
+        tmp = np.empty_like(G[0])
+        for t in range(G.shape[0] - 2, -1, -1):
+            np.multiply(A[t + 1], G[t + 1], out=tmp)
+            np.add(G[t], tmp, out=G[t])
+        return g
+    gs, acs = g.unbind(0), ac.unbind(0)
+    for t in range(len(gs) - 2, -1, -1):
+        gs[t].add_(acs[t + 1] * gs[t + 1])
+    return g
 
 
 def _tree(a, b, h0):
@@ -135,7 +164,6 @@ class _SeqBroadcast(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        import numpy as np
         arr = g.detach().cpu().contiguous().numpy()
         running = np.add.accumulate(arr, axis=ctx.time).take([-1], axis=ctx.time)
         acc = torch.from_numpy(np.ascontiguousarray(running)).to(g.device)

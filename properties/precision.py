@@ -23,18 +23,20 @@ such rounding errs by at most u_out times that quantity's magnitude, which the o
 (the tolerance's magnitudes). So
 
     floor_row = FLOOR_ROUNDINGS * u_out * max over the row of M_i  +  tiny_out  +  (K + 1) e_row,
-    M_i = max(|y_i|, sum_k min(depth_k, 1) * magnitude_k[i])
+    M_i = max(|y_i|, sum of the reference's first-order magnitudes at i)
 
-with e_row the row's largest oracle error (its certified bound plus its rounding to float64: a
-measured error is off by up to e, the subject's upwards and the panel's downwards), the
-tolerance's terms (depth_k, magnitude_k) (a term whose depth is below 1, e.g. the
-underflow terms weighed by tiny/u, counts with its weight), FLOOR_ROUNDINGS = 4 (a few), and the
-output dtype's smallest normal number tiny_out, which every verdict admits (flush to zero). Where
-the tolerance is a function (attention, causal_conv1d), M_i is |y_i| plus the magnitudes the
-reference carries: attention's "score_spread" and "abs_pv" (forward) and the VJP's "main" and
-"half" (in which the oracle folds the depths of the softmax backward: the floor is then larger
-than four roundings, a weaker verdict there rather than a false alarm on FlashAttention's
-backward), causal_conv1d's "abs_out".
+The first-order magnitudes are those whose product with u is one rounding's error at the output,
+with no depth folded in (FLOOR_MAGNITUDES): the abs-pass values of the recurrences ("abs_scan",
+"abs_grad", "abs_out", "abs_state": the computation on |leaves|, which bounds every intermediate's
+size on its way to the output), "exp_cond" (the exponentials' first-order error), attention's
+"score_spread" and "abs_pv". Not the path-weighted magnitudes ("path": depths folded in; four
+roundings of it would be the whole tolerance). The exception is attention's gradient, whose oracle
+carries "main" with the softmax backward's depths folded in and "half" (P, dS and o rounded to a
+half dtype): both are read, so a FlashAttention-style backward (D = rowsum(dO o), dS rounded) is
+not mistaken for a precision loss; the verdict is weaker there. e_row is the row's largest oracle
+error (its certified bound plus its rounding to float64: a measured error is off by up to e, the
+subject's upwards and the panel's downwards), FLOOR_ROUNDINGS = 4 (a few), and tiny_out the
+output dtype's smallest normal number, which every verdict admits (flush to zero).
 
 Besides the verdict, every judged example records the ratio tolerance / panel error per row (the
 bits the bound alone leaves unjudged; the median over rows), for report.json and report.md.
@@ -55,8 +57,10 @@ DEFAULT_FACTOR = 16.0
 FLOOR_ROUNDINGS = 4.0
 # properties judged by the precision verdict: which panel pass each one is
 PROPERTIES = {"matches_oracle": "forward", "vjp_matches_oracle": "vjp"}
-# magnitudes of callable tolerances (attention, causal_conv1d) the floor reads
-FLOOR_MAGNITUDES = ("score_spread", "abs_pv", "main", "half", "abs_out")
+# the first-order magnitudes the floor reads (module doc); a new role's reference names its own
+# here if they differ
+FLOOR_MAGNITUDES = ("abs_scan", "abs_grad", "abs_out", "abs_state", "exp_cond", "score_spread",
+                    "abs_pv", "main", "half")
 
 
 def parse_factor(text) -> float | None:
@@ -120,18 +124,19 @@ def _row_max(x: np.ndarray, axes: tuple) -> np.ndarray:
     return np.max(x, axis=axes) if axes else x
 
 
-def floor_magnitude(ref, terms) -> np.ndarray:
+def floor_magnitude(ref) -> np.ndarray:
     """M_i of the module doc: the size of one rounding of the quantities the bound charges."""
     value = np.abs(np.asarray(ref.value))
     total = np.zeros(value.shape)
-    if callable(terms):
-        for name in FLOOR_MAGNITUDES:
-            if name in ref.magnitudes:
-                total = total + np.broadcast_to(np.abs(ref.magnitudes[name]), value.shape)
-    else:
-        for depth, magnitude in terms:
-            total = total + min(float(np.max(depth)), 1.0) * np.broadcast_to(
-                np.abs(np.asarray(magnitude, dtype=np.float64)), value.shape)
+    found = False
+    for name in FLOOR_MAGNITUDES:
+        if name in ref.magnitudes:
+            found = True
+            total = total + np.broadcast_to(np.abs(np.asarray(ref.magnitudes[name],
+                                                              dtype=np.float64)), value.shape)
+    if not found:
+        raise RuntimeError(f"the reference carries none of the precision floor's magnitudes "
+                           f"{FLOOR_MAGNITUDES} (it has {sorted(ref.magnitudes)}): a suite bug")
     return np.maximum(value, total)
 
 
@@ -178,7 +183,7 @@ def _judge(sut, case, checks, prop):
                       for m, outs in members.items()}
         panel_row = np.maximum.reduce(list(panel_rows.values()))
         u_out = UNIT_ROUNDOFF[dtype]
-        M = np.where(finite, floor_magnitude(ref, terms), 0.0)
+        M = np.where(finite, floor_magnitude(ref), 0.0)
         # the oracle's own error e (certified bound + its rounding to float64) may move the
         # measured errors: err(subject) by +e, the panel's by -e (module doc)
         e = np.where(finite, np.broadcast_to(np.asarray(ref.error, dtype=np.float64), value.shape)
