@@ -8,7 +8,7 @@ report.json schema ("ssm-conformance-report/1"; fields are only ever added to it
   "created": ISO-8601 time, "command": [argv...], "exit_status": int,
   "hypothesis_profile": str, "conformant": bool (every property held for every subject),
   "options": {"subjects": {role: [target...]}, "bundled": bool, "dtypes": [...],
-              "device": str, "without": [...], "grad": bool, "call_timeout_s": float,
+              "device": str, "without": [...], "with": [...] (--ssm-with), "grad": bool, "call_timeout_s": float,
               "max_length": int | null (--ssm-max-length: sequence lengths capped at it)},
   "length_capped_at": int | null (the same cap: a capped run is no verdict at longer lengths),
   "longest_length": {role: int} (longest sequence length judged per role; roles whose cases
@@ -23,14 +23,20 @@ report.json schema ("ssm-conformance-report/1"; fields are only ever added to it
       "message": str (the failure with its minimal reproduction; "" on pass),
       "examples": int (calls judged, shrinking included),
       "features_exercised": [...], "features_left_out": [...] (by --ssm-without),
+      "features_forced": [...] (by --ssm-with: drawn in every example),
       "features_not_drawn": [...] (in the input space but never drawn: a gap in the strategy),
       "feature_examples": {feature: int} (judged examples that exercised each feature),
       "max_ratio": float (largest error/tolerance; conformance means <= 1),
       "max_abs_error": float, "max_rel_error": float,
       "longest_length": int (longest sequence length judged; input size where no length),
-      "worst_example": {"size": int, "length": int, "ratio": float, "reproduction": str} | null
+      "worst_example": {"size": int, "length": int, "ratio": float, "case": str,
+                        "reproduction": str} | null
                        (a failed property: the failing example its message shows, shrunk by
-                       Hypothesis; otherwise the example with the largest ratio),
+                       Hypothesis; otherwise the example with the largest ratio. "case": its
+                       summary (shapes, kinds, features; a long input: the seeded call that
+                       rebuilds it). "reproduction": Python source that rebuilds the inputs; a
+                       passing property's is inlined only up to MAX_INLINE characters, else it
+                       is a comment saying so: report.json stays small),
       "duration_s": float,
       "first_call_s": float | null (the subject's first call, its JIT warm-up: not limited by
                       the per-call limit alone, properties/subjects.py),
@@ -62,6 +68,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 SCHEMA = "ssm-conformance-report/1"
+# A passing property's worst example is inlined in report.json up to this many characters of
+# source (a long SSD input is ~130 KB of numbers: the report of one passing run was 204 KB);
+# a failure's reproduction is always given in full (its message holds it too).
+MAX_INLINE = 4000
 
 
 @dataclass
@@ -95,8 +105,9 @@ class Entry:
     worst_bits_lost: float | None = None   # at the example with the largest precision ratio
     precision_s: float = 0.0   # time spent on the precision verdict (its panel), in duration_s
 
-    def as_json(self, without) -> dict:
+    def as_json(self, without, forced=()) -> dict:
         left_out = sorted(set(self.role_features) & set(without))
+        forced = sorted(set(self.role_features) & set(forced))
         return {
             "role": self.role, "subject": self.subject, "property": self.property,
             "dtype": self.dtype, "device": self.device, "verdict": self.verdict,
@@ -104,6 +115,7 @@ class Entry:
             "examples": self.examples,
             "features_exercised": sorted(set(self.features) & set(self.role_features)),
             "features_left_out": left_out,
+            "features_forced": forced,
             "features_not_drawn": sorted(set(self.role_features) - set(self.features)
                                          - set(left_out)),
             "feature_examples": {f: self.features[f] for f in self.role_features},
@@ -111,7 +123,8 @@ class Entry:
             "max_abs_error": _finite_or_str(self.max_abs_error),
             "max_rel_error": _finite_or_str(self.max_rel_error),
             "longest_length": self.longest_length,
-            "worst_example": _rendered(self.worst), "duration_s": round(self.duration_s, 3),
+            "worst_example": _rendered(self.worst, full=self.verdict == "fail"),
+            "duration_s": round(self.duration_s, 3),
             "first_call_s": None if self.first_call_s is None else round(self.first_call_s, 3),
             "max_warmup_s": round(self.max_warmup_s, 3),
             "precision": self.precision_json(),
@@ -206,12 +219,27 @@ class _Reproduction:
         return str(self)
 
 
-def _rendered(example: dict | None) -> dict | None:
-    return None if example is None else dict(example, reproduction=str(example["reproduction"]))
+def _rendered(example: dict | None, full: bool = True) -> dict | None:
+    """``example`` with its reproduction as text; not ``full``: a long one is replaced by a
+    comment (the case's summary stays in "case")."""
+    if example is None:
+        return None
+    text = str(example["reproduction"])
+    if not full and len(text) > MAX_INLINE:
+        text = (f"# not inlined: {len(text)} characters of input values (more than "
+                f"{MAX_INLINE}); the case: {example.get('case', '?')}")
+    return dict(example, reproduction=text)
 
 
 def _finite_or_str(x: float):
     return x if math.isfinite(x) else ("inf" if x > 0 else "nan")
+
+
+def _summary(case) -> str:
+    """A short description of ``case``: its repr (shapes, kinds, features), at most 500
+    characters."""
+    text = repr(case)
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 class Recorder:
@@ -235,7 +263,7 @@ class Recorder:
         entry.points.append((length, float(ratio)))
         entry.longest_length = max(entry.longest_length, length)
         entry.last = {"size": size, "length": length, "ratio": _finite_or_str(float(ratio)),
-                      "reproduction": _Reproduction(describe, case)}
+                      "case": _summary(case), "reproduction": _Reproduction(describe, case)}
         if entry.worst is None or not ratio <= entry.max_ratio:
             entry.worst = entry.last
         entry.max_ratio = max(entry.max_ratio, float(ratio))
@@ -290,12 +318,12 @@ def table_rows(entries):
 
 
 def write(directory: str, *, exit_status: int, options: dict, profile: str, tolerance: dict,
-          without) -> None:
+          without, forced=()) -> None:
     """Write the report; each file atomically (a temporary file renamed over it), so a reader
     never sees half a report, even while another run writes the same directory."""
     os.makedirs(directory, exist_ok=True)
     entries = list(RECORDER.entries.values())
-    results = [e.as_json(without) for e in table_rows(entries)]
+    results = [e.as_json(without, forced) for e in table_rows(entries)]
     longest: dict[str, int] = {}
     for e in entries:
         longest[e.role] = max(longest.get(e.role, 0), e.longest_length)
@@ -337,7 +365,9 @@ def markdown(doc: dict) -> str:
         f"`{doc['hypothesis_profile']}`, torch dtypes {', '.join(opts['dtypes'])} "
         f"(NumPy roles: {', '.join(opts.get('numpy_dtypes', ['float64']))}), device "
         f"{opts['device']}, per-call time limit {opts['call_timeout_s']:g} s"
-        + (f", without {', '.join(opts['without'])}" if opts["without"] else "") + ".", "",
+        + (f", without {', '.join(opts['without'])}" if opts["without"] else "")
+        + (f", forced (--ssm-with) {', '.join(opts['with'])}" if opts.get("with") else "")
+        + ".", "",
     ]
     if opts.get("max_length") is not None:
         lines += [f"**Capped run:** sequence lengths were capped at {opts['max_length']} "
@@ -352,7 +382,9 @@ def markdown(doc: dict) -> str:
     for r in doc["results"]:
         verdict_cell = "pass" if r["verdict"] == "pass" else (
             f"**{r['verdict'].upper()}**" + (f" ({r['failure_kind']})" if r["failure_kind"] else ""))
-        exercised = ", ".join(f"{f} ({r['feature_examples'][f]})" for f in r["features_exercised"])
+        exercised = ", ".join(f"{f} ({r['feature_examples'][f]}"
+                              + (", forced)" if f in r.get("features_forced", ()) else ")")
+                              for f in r["features_exercised"])
         lines.append(
             f"| {r['role']} | `{r['subject']}` | {r['property']} | {r['dtype']} | "
             f"{verdict_cell} | {_fmt_ratio(r['max_ratio'])} | "
@@ -409,14 +441,19 @@ def precision_markdown(doc: dict) -> list[str]:
     return lines
 
 
-def terminal_lines(entries) -> list[str]:
+def terminal_lines(entries, without=(), forced=()) -> list[str]:
     rows = [("role", "subject", "property", "dtype", "verdict", "max err/tol", "examples")]
     for e in table_rows(entries):
         verdict = e.verdict if e.verdict != "fail" else f"FAIL ({e.failure_kind})"
         rows.append((e.role, e.subject, e.property, e.dtype, verdict,
                      _fmt_ratio(_finite_or_str(e.max_ratio)), str(e.examples)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if forced:
+        lines.append(f"forced features (--ssm-with, in every example): {', '.join(sorted(forced))}")
+    if without:
+        lines.append(f"features left out (--ssm-without): {', '.join(sorted(without))}")
+    return lines
 
 
 def plot(directory: str, entries) -> None:
