@@ -43,7 +43,9 @@ bits the bound alone leaves unjudged; the median over rows), for report.json and
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import pickle
 import time
 
 import numpy as np
@@ -87,7 +89,10 @@ def applies(sut, prop) -> bool:
 # --- the panel's outputs, memoized on the inputs (every subject of a role gets the same draws) ---
 
 _CACHE: dict = {}
-_CACHE_LIMIT = 8
+# Hypothesis runs every example of one subject before the next subject's: the cache must hold a
+# property's examples (the oracle's holds 4096), within a memory budget (long examples are MBs)
+_CACHE_LIMIT = 4096
+_CACHE_BYTES = 1 << 29
 
 
 def panel_outputs(sut, case, mode) -> dict:
@@ -99,14 +104,17 @@ def panel_outputs(sut, case, mode) -> dict:
     wrt, cot = (None, None) if mode == "forward" else sut._vjp
     key = (sut.role.name, mode, sut.dtype, sut.device, _key(sut.exact(case)),
            None if cot is None else (tuple(wrt), _key(np.asarray(cot))))
+    key = hashlib.blake2b(pickle.dumps(key, protocol=5), digest_size=20).digest()  # not the bytes
     if key not in _CACHE:
-        if len(_CACHE) >= _CACHE_LIMIT:
-            _CACHE.pop(next(iter(_CACHE)))
         raw = (panel.forward(sut.role.name, args) if mode == "forward"
                else panel.vjp(sut.role.name, args, wrt, cot))
-        _CACHE[key] = {m: {name: _float64(t) for name, t in outs.items()}
-                       for m, outs in raw.items()}
-    return _CACHE[key]
+        value = {m: {name: _float64(t) for name, t in outs.items()} for m, outs in raw.items()}
+        size = sum(a.nbytes for outs in value.values() for a in outs.values())
+        while _CACHE and (len(_CACHE) >= _CACHE_LIMIT
+                          or sum(v[1] for v in _CACHE.values()) + size > _CACHE_BYTES):
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = (value, size)
+    return _CACHE[key][0]
 
 
 def _rounded(array: np.ndarray, dtype: str) -> np.ndarray:
