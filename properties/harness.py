@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import assume
 
 from ssm_conformance.oracle.reference import Reference
-from ssm_conformance.properties import diagnosis
+from ssm_conformance.properties import diagnosis, precision
 from ssm_conformance.properties.options import RUN, admits, enabled, forced
 from ssm_conformance.properties.report import RECORDER
 from ssm_conformance.properties.roles import Role
@@ -268,6 +268,7 @@ class SubjectUnderTest:
             return vjp
 
         self._case = case
+        self._vjp = (tuple(n for n in names if n in wrt), cotangent)  # the precision panel's
         try:
             (first, grads), _ = self.subject.call(self.inputs(case),
                                                   describe=lambda: self.describe(case),
@@ -404,6 +405,8 @@ class SubjectUnderTest:
                 f"|error| = {abs(got - want):.3e} > tolerance {tol_at:.3e} "
                 f"(error/tolerance = {ratio:.3g})\n"
                 + (f"hint: {name} {found}\n" if found else "") + self._repro(case))
+        # within the bound: the precision verdict (properties/precision.py; sequence roles)
+        precision.judge(self, case, checks)
 
     def judge_finite(self, case, name, out, expected, dtype=None):
         """Fail as non_finite where ``out`` is NaN/Inf and the exact ``expected`` is finite (an

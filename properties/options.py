@@ -29,6 +29,8 @@ class RunOptions:
     report_dir: str | None = None
     call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     max_length: int | None = None  # --ssm-max-length (an extension): cap on sequence lengths
+    # --ssm-precision-factor: K of the precision verdict (properties/precision.py); None = off
+    precision_factor: float | None = 16.0
 
 
 RUN = RunOptions()

@@ -15,7 +15,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from ssm_conformance.properties import report
+from ssm_conformance.properties import precision, report
 from ssm_conformance.properties.harness import CURRENT_PROPERTY, SubjectUnderTest
 from ssm_conformance.properties.options import DEFAULT_CALL_TIMEOUT_S, RUN
 from ssm_conformance.properties.report import RECORDER
@@ -85,6 +85,14 @@ def pytest_addoption(parser):
                     help="cap sequence lengths at L for a quick local run (an extension of the "
                          "contract; a capped run is not a conformance verdict at long lengths "
                          "and its report says so)")
+    # the precision verdict (properties/precision.py)
+    group.addoption("--ssm-precision-factor", default="16", metavar="K|off",
+                    help="sequence roles: fail as 'imprecise' a subject whose largest error on "
+                         "a row (batch x channel or head) exceeds K times that of the standard "
+                         "algorithms in the same precision (sequential loop, tree scan, chunked "
+                         "SSD, both tap orders, plain and online softmax) plus a floor of four "
+                         "output-dtype roundings; K >= 1, default 16 (4 bits); 'off' judges by "
+                         "the derived error bound alone ('inaccurate' beyond it, whatever K is)")
 
 
 def _split(text: str) -> list[str]:
@@ -146,6 +154,10 @@ def _parse(config) -> None:
     if max_length is not None and max_length < 1:
         raise UsageError("--ssm-max-length: must be a positive whole number of steps")
     RUN.max_length = max_length
+    try:
+        RUN.precision_factor = precision.parse_factor(config.getoption("ssm_precision_factor"))
+    except ValueError as exc:
+        raise UsageError(f"--ssm-precision-factor: {exc}") from None
 
 
 # --- --ssm-with (forced features) ----------------------------------------------------------------
@@ -389,7 +401,7 @@ def pytest_sessionfinish(session, exitstatus):
         "numpy_dtypes": list(RUN.numpy_dtypes), "device": RUN.device,
         "without": sorted(RUN.without), "with": sorted(RUN.with_), "grad": RUN.grad,
         "call_timeout_s": RUN.call_timeout_s,
-        "max_length": RUN.max_length,
+        "max_length": RUN.max_length, "precision_factor": RUN.precision_factor,
     }
     report.write(RUN.report_dir, exit_status=int(exitstatus), options=options,
                  profile=settings._current_profile, without=RUN.without, forced=RUN.with_,

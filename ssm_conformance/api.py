@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 import sys
-from numbers import Integral
+from numbers import Integral, Real
 
 import pytest
 
@@ -23,7 +23,7 @@ _PROFILES = ("dev", "ci", "ci-noshrink", "thorough")
 
 
 def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples=None,
-          with_=()):
+          with_=(), precision_factor=16):
     """Judge ``fn`` as ``role`` (../shared/CONTRACT.md) and return the per-property records.
 
     role: a role of the contract, e.g. "selective_scan". fn: the kernel (any callable with the
@@ -33,9 +33,11 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
     tested as the pytest run tests it by default (torch roles float32, NumPy roles float64).
     without: features removed from the input space (``--ssm-without``). grad: also judge the
     backward pass (``--ssm-grad``). with_: features drawn in every example (``--ssm-with``; a
-    kernel that requires an optional argument is judged on everything else). max_examples: examples per property (default: the Hypothesis
-    profile's: ``ci`` where the CI environment variable is set, else ``dev``; a profile selected
+    kernel that requires an optional argument is judged on everything else). max_examples:
+    examples per property (default: the Hypothesis profile's: ``ci`` where the CI environment variable is set, else ``dev``; a profile selected
     in the surrounding pytest run, e.g. ``--hypothesis-profile thorough``, is kept).
+    precision_factor: K of the precision verdict (``--ssm-precision-factor``): a number >= 1
+    (default 16), or "off" / None to judge by the error bound alone.
 
     Returns one dict per (property, dtype): the report.json row (``verdict``, ``max_ratio``,
     ``examples``, ``features_exercised``, ``feature_examples``, ``worst_example``, ...) plus
@@ -46,6 +48,7 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
 
     spec = _validate(role, fn, dtypes, without, grad, max_examples, ROLES)
     spec += _validate_with(role, with_, without, ROLES)
+    spec += ["--ssm-precision-factor", _precision_factor(precision_factor)]
     # the user's configuration (addopts: -n, -x, ...) does not apply to the suite's run
     args = ["-p", PLUGIN, "-W", QUIET_REWRITE, "-q", "--no-header", "-p", "no:cacheprovider",
             "-o", "addopts=", "-o", "python_files=test_*.py", *spec,
@@ -108,6 +111,22 @@ def _validate(role, fn, dtypes, without, grad, max_examples, roles) -> list[str]
     if grad:
         options.append("--ssm-grad")
     return options
+
+
+def _precision_factor(value) -> str:
+    """The --ssm-precision-factor argument for ``precision_factor``; TypeError/ValueError naming
+    it for anything but a number >= 1, "off" or None."""
+    from ssm_conformance.properties.precision import parse_factor
+
+    if value is None:
+        return "off"
+    if isinstance(value, bool) or not isinstance(value, (str, Real)):
+        raise TypeError(f"precision_factor: expected a number >= 1 or 'off', got {value!r}")
+    try:
+        factor = parse_factor(value)
+    except ValueError as exc:
+        raise ValueError(f"precision_factor: {exc}") from None
+    return "off" if factor is None else repr(factor)
 
 
 def _validate_with(role, with_, without, roles) -> list[str]:
