@@ -45,6 +45,12 @@ settings.register_profile("dev", **dict(_COMMON, max_examples=25))
 settings.register_profile("ci", **_CI)
 settings.register_profile("ci-noshrink", **dict(_CI, phases=_PHASES[:-1]))
 settings.register_profile("thorough", **dict(_COMMON, max_examples=1000))
+# budget: a slow subject (an interpreted Triton kernel, ~10^3x slower than compiled) judged in
+# minutes: 10 derandomized examples, no shrinking (the first failing example as drawn, with its
+# reproduction); with --ssm-max-length. Few examples may leave a feature always on or always
+# off: report.json's feature_examples says, and examples/thirdparty/run_ecosystem.py reruns
+# such a subject with the feature forced (docs/triton_cpu.md).
+settings.register_profile("budget", **dict(_CI, max_examples=10, phases=_PHASES[:-1]))
 
 
 def pytest_addoption(parser):
