@@ -113,8 +113,9 @@ def rg_lru_case_from_seed(seed: int, b: int = 1, l: int = 16, d: int = 2, *, res
         a_param = np.where(chosen, rng.uniform(-22.0, -8.0, size=d), a_param)
     else:
         a_param = np.maximum(a_param, _inv_softplus(MARGIN * L_MIN / 2.0))  # 8 softplus >= 4 M L
+    a_param = a_param.astype(np.float32).astype(np.float64)   # an fp32 weight
+    if not near_one:
         gate_a = _away_from_one(gate_a, a_param)
-    a_param = a_param.astype(np.float32).astype(np.float64)
     h0_arr = (rng.standard_normal((b, d)) * 2.0**x_exp).astype(np.float32).astype(np.float64) \
         if h0 else None
     features = {name for name, on in (("reset", reset), ("h0", h0), ("last_state", last_state),
@@ -203,9 +204,9 @@ def redraw_after(case: RGLRUCase, t: int, seed: int) -> RGLRUCase:
     other = rg_lru_case_from_seed(seed, *case.shape, reset=case.reset is not None,
                                   h0=False, near_one="near_one_decay" in case.features)
     mix = lambda p, q: None if p is None else np.concatenate([p[:, :t], q[:, t:]], axis=1)  # noqa
-    gate_a = mix(case.gate_a, other.gate_a)
-    if "near_one_decay" not in case.features:
-        gate_a = _away_from_one(gate_a, case.a_param)
+    later = other.gate_a if "near_one_decay" in case.features else \
+        _away_from_one(other.gate_a, case.a_param)
+    gate_a = mix(case.gate_a, later)
     return case.replace(x=mix(case.x, other.x), gate_x=mix(case.gate_x, other.gate_x),
                         gate_a=gate_a, reset=mix(case.reset, other.reset))
 
