@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled, length_cap
+from ssm_conformance.properties.options import coin, length_cap, pick
 from ssm_conformance.properties.strategies.common import lengths, seeds
 from ssm_conformance.properties.strategies.long_sequences import (long_lengths, sometimes_long,
                                                                  tensor_cap)
@@ -131,9 +131,9 @@ def rg_lru_case_from_seed(seed: int, b: int = 1, l: int = 16, d: int = 2, *, res
 
 
 def _feature(draw, name: str) -> bool:
-    """Whether this example exercises ``name``: drawn, unless --ssm-without removed it (the one
-    place a forced feature, --ssm-with, would set it always on)."""
-    return enabled(name) and draw(st.booleans())
+    """Whether this example exercises ``name``: forced on (--ssm-with), left out (--ssm-without),
+    else drawn (options.coin)."""
+    return coin(draw, name)
 
 
 @st.composite
@@ -169,15 +169,15 @@ def oracle_or_long_cases(**kw):
 
 def explicit_rg_lru(lengths_):
     """Explicit long cases (every profile) of the given lengths: tiny b, d; the features in turn
-    (each as --ssm-without allows)."""
+    (each as --ssm-without / --ssm-with allow: options.pick)."""
     cases = []
     for i, l in enumerate(lengths_):
         b, d = [(1, 1), (1, 2), (2, 1), (1, 3)][i % 4]
         cases.append(dict(seed=2600 + i, b=b, l=length_cap(l), d=d,
-                          reset=enabled("reset") and i % 2 == 0,
-                          h0=enabled("h0") and i % 3 != 1,
-                          last_state=enabled("last_state") and i % 2 == 1,
-                          near_one=enabled("near_one_decay") and i % 3 == 2,
+                          reset=pick("reset", i % 2 == 0),
+                          h0=pick("h0", i % 3 != 1),
+                          last_state=pick("last_state", i % 2 == 1),
+                          near_one=pick("near_one_decay", i % 3 == 2),
                           gate_scale=(1.0, 4.0)[i % 2], x_exp=(i % 5) - 2))
     return cases
 
