@@ -160,3 +160,24 @@ def test_bad_inputs():
         o.rg_lru(**{**args, "reset": case.reset * 2.5})
     with pytest.raises(ValueError, match="non-finite"):
         o.rg_lru(**{**args, "gate_a": case.gate_a * np.nan})
+
+
+def test_torch_kernels_reject_bad_inputs_and_agree_with_numpy():
+    import torch
+
+    from ssm_conformance.implementations.torch import rg_lru as torch_rg
+    case = _case(10, l=33)
+    t = {k: torch.tensor(v) for k, v in _args(case).items()}
+    for fn in (torch_rg.rg_lru, torch_rg.rg_lru_parallel):
+        y, last = fn(**t, return_last_state=True)
+        want = np_rg.rg_lru(**_args(case))
+        np.testing.assert_allclose(y.numpy(), want, rtol=1e-12, atol=1e-14)
+        assert torch.equal(last, y[:, -1])
+        with pytest.raises(TypeError, match="reset"):
+            fn(**{**t, "reset": t["reset"].double()})
+        with pytest.raises(ValueError, match="a_param"):
+            fn(**{**t, "a_param": t["a_param"][:-1]})
+        with pytest.raises(ValueError, match="h0"):
+            fn(**{**t, "h0": t["h0"][:, :-1]})
+        with pytest.raises(TypeError, match="x"):
+            fn(**{**t, "x": case.x})
