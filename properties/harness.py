@@ -121,6 +121,8 @@ class SubjectUnderTest:
         import torch
         if not isinstance(value, np.ndarray):
             return value
+        if value.dtype == bool:   # a mask (rg_lru's reset) stays boolean
+            return torch.from_numpy(np.ascontiguousarray(value)).to(device=self.device)
         if np.iscomplexobj(value):
             dtype = torch.complex128 if self.dtype == "float64" and not fp32 else torch.complex64
         else:
