@@ -1,7 +1,7 @@
 """Meta-tests of the precision verdict (properties/precision.py, oracle/panel.py): the suite, run
 from its command line, accepts every member of each role's precision panel as a subject and
 other standard algorithms (an exp2 loop, an independently written chunk-cumsum SSD), rejects as
-``imprecise`` a kernel that stays within the error bound but loses precision (8x the loop's own
+``imprecise`` a kernel that stays within the error bound but loses precision (16x the loop's own
 error past l/2, K = 2), rejects a relative 1e-4 in one late output element at l = 2^17, 1e-3 in one
 late gradient element at l = 2^16 and a bf16 state every 2048 steps (the precision verdict
 rejected them under the uniform bound; the path-weighted bound now says ``inaccurate`` first),
@@ -40,12 +40,12 @@ def _runs():
     members += deselect_all_but("ssd", {f"{MODULE}:{name}": {"matches_oracle"}
                                         for name in ("ssd_chunked", "ssd_chunk_cumsum")})
     runs = {"members": members}
-    # 8x the loop's error on >= 2048 steps (K = 2), a bf16 state every 2048 steps: the forward
+    # 16x the loop's error on >= 2048 steps (K = 2), a bf16 state every 2048 steps: the forward
     runs["bf16-state"] = (_subject_args("selective_scan", ["ss_bf16_every_2048"])
-                          + _subject_args("linear_scan", ["ls_8x_loop_error_late"])
+                          + _subject_args("linear_scan", ["ls_16x_loop_error_late"])
                           + ["-k", "matches_oracle and not vjp", "--ssm-max-length", "4096",
                              "--ssm-precision-factor", "2"])
-    runs["off"] = (_subject_args("linear_scan", ["ls_8x_loop_error_late"])
+    runs["off"] = (_subject_args("linear_scan", ["ls_16x_loop_error_late"])
                    + _subject_args("selective_scan", ["ss_bf16_every_2048"])
                    + ["-k", "matches_oracle and not vjp", "--ssm-max-length", "4096",
                       "--ssm-precision-factor", "off"])
@@ -88,10 +88,10 @@ def test_standard_algorithms_are_accepted(run, name, tmp_path_factory):
         assert row["precision"]["max_precision_ratio"] <= 1.0
 
 
-def test_8x_the_loops_error_passes_the_bound_but_is_imprecise_at_k_2(tmp_path_factory):
-    """Within the bound, 8 times the loop's own error past l/2 (l >= 2048), K = 2. (64x with
+def test_16x_the_loops_error_passes_the_bound_but_is_imprecise_at_k_2(tmp_path_factory):
+    """Within the bound, 16 times the loop's own error past l/2 (l >= 2048), K = 2. (64x with
     K = 16 is beyond the path-weighted bound: inaccurate.)"""
-    row = _rows(_run("bf16-state", tmp_path_factory), "ls_8x_loop_error_late")["matches_oracle"]
+    row = _rows(_run("bf16-state", tmp_path_factory), "ls_16x_loop_error_late")["matches_oracle"]
     message = row["message"]
     assert row["verdict"] == "fail" and row["failure_kind"] == "imprecise", \
         (row["verdict"], row["failure_kind"], message[:3000])
@@ -127,14 +127,14 @@ def test_bf16_state_every_2048_steps_is_rejected(tmp_path_factory):
     assert row["worst_example"]["length"] > 2048
 
 
-@pytest.mark.parametrize("name", ["ls_8x_loop_error_late", "ss_bf16_every_2048"])
+@pytest.mark.parametrize("name", ["ls_16x_loop_error_late", "ss_bf16_every_2048"])
 def test_precision_factor_off_judges_by_the_bound_alone(name, tmp_path_factory):
-    """With ``off`` the 8x kernel (imprecise at K = 2) passes: its error is within the bound;
+    """With ``off`` the 16x kernel (imprecise at K = 2) passes: its error is within the bound;
     the bf16 state exceeds the path-weighted bound: it fails as inaccurate, never as
     imprecise."""
     run = _run("off", tmp_path_factory)
     for prop, row in _rows(run, name).items():
-        if name == "ls_8x_loop_error_late":
+        if name == "ls_16x_loop_error_late":
             assert row["verdict"] == "pass", (prop, row["failure_kind"], row["message"][:2000])
         assert row["failure_kind"] != "imprecise", row["message"][:2000]
         assert row["precision"] is None
