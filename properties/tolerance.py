@@ -273,19 +273,28 @@ def dplr_kernel_tol(ref, n: int, r: int, length: int, dtype: str = "float64") ->
 # oracle/ssd.py and oracle/causal_conv1d.py, evaluated on the exact inputs.
 
 def ssd_terms(ref):
-    """SSD (Mamba-2) output, final states, or any gradient of ``ssd_vjp``.
+    """SSD (Mamba-2) output, final states, or any gradient of ``ssd_vjp`` (oracle/ssd.py and
+    its long tier oracle/long_ssd.py; derivation in docs/bounds_ssd.md).
 
-    "depth" (3(t+1) + 2n + 8 for out at step t; 3l + 2n + 8 for the final states; twice the
-    forward depth plus the number of summed terms for a gradient) times "abs_out" (or
-    "abs_state"), the same recurrence on the absolute values of its leaves: every form of SSD --
-    recurrence, semiseparable matrix, chunks with state passing -- forms the same multilinear
-    products with at most that many roundings on any path (Higham, ch. 3).
-    "exp_cond" (depth 1): the first-order error of the exponentials exp(cs_i - cs_j) formed from
-    chunk-local cumulative sums of Dt A, each rounded by up to min(chunk_size, l) u F_i (oracle/ssd.py,
-    module doc). Summed: both are errors of one computation."""
+    A path-weighted bound: a rounding committed at step s reaches step t only through the decays
+    between them, so every term below is a sum over paths of |path| times the roundings on it.
+    "depth" (a scalar: sums of any order within a chunk, tree scans, the dots, the leaves) times
+    "abs_out" (or "abs_state"), the computation on the absolute values of its leaves (Higham,
+    ch. 3), and "off_depth" (sums over chunk states, state passing) times "abs_off", its part on
+    the paths from an earlier chunk; "run_depth" times "run_out" ("run_state"), the running
+    error of the steps: sum over s <= t of the exact |S_s| carried by the decays from s to t
+    (gradients: the forward's and the reverse-time adjoint's, carried into each); "exp_cond" (depth 1): the first-order error of the exponents, formed from one
+    float32 cumulative sum of Dt A per chunk of the subject (or direct segment sums), never one
+    over the whole sequence. Summed: all are errors of one computation."""
     m = ref.magnitudes
     magnitude = m["abs_out"] if "abs_out" in m else m["abs_state"]
-    return [(m["depth"], magnitude), (1, m["exp_cond"])]
+    terms = [(m["depth"], magnitude), (1, m["exp_cond"])]
+    if "abs_off" in m:
+        terms.append((m["off_depth"], m["abs_off"]))
+    run = m.get("run_out", m.get("run_state"))
+    if run is not None:
+        terms.append((m["run_depth"], run))
+    return terms
 
 
 def causal_conv1d_terms(ref):
