@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -285,6 +286,7 @@ def _suite_run(subject: Subject, rest, without, with_, timeout):
         cmd_shown = " ".join(cmd[1:]) + " --ssm-report DIR"
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
         start = time.time()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             proc = subprocess.run(cmd + ["--ssm-report", report_dir], cwd=ROOT, env=env,
                                   capture_output=True, text=True, timeout=timeout)
@@ -292,9 +294,11 @@ def _suite_run(subject: Subject, rest, without, with_, timeout):
         except subprocess.TimeoutExpired:
             status, tail = "timeout", f"no verdict within {timeout} s"
         seconds = time.time() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         path = Path(report_dir) / "report.json"
         report = json.loads(path.read_text()) if path.exists() else None
-    return status, report, seconds, "python " + cmd_shown, tail, dropped
+    return status, report, (seconds, cpu), "python " + cmd_shown, tail, dropped
 
 
 def _coverage(rows, features):
@@ -307,7 +311,8 @@ def judge(subject: Subject, timeout: float, has_with: bool) -> dict:
     rest, without, with_ = _split_options(subject.options)
     runs = []
     status, report, seconds, cmd, tail, dropped = _suite_run(subject, rest, without, with_, timeout)
-    runs.append(dict(cmd=cmd, status=status, seconds=round(seconds, 1), report=report, tail=tail))
+    runs.append(dict(cmd=cmd, status=status, seconds=round(seconds[0], 1),
+                     cpu_seconds=round(seconds[1], 1), report=report, tail=tail))
     rows = report["results"] if report else []
     features = [f for f in _role_features(subject.role) if f not in without]
     cov = _coverage(rows, features)
@@ -324,8 +329,8 @@ def judge(subject: Subject, timeout: float, has_with: bool) -> dict:
     for f_rest, f_without, f_with, why in followups:
         status2, report2, seconds2, cmd2, tail2, _ = _suite_run(subject, f_rest, f_without, f_with,
                                                                 timeout)
-        runs.append(dict(cmd=cmd2, status=status2, seconds=round(seconds2, 1), report=report2,
-                         tail=tail2, why=why))
+        runs.append(dict(cmd=cmd2, status=status2, seconds=round(seconds2[0], 1),
+                         cpu_seconds=round(seconds2[1], 1), report=report2, tail=tail2, why=why))
     return dict(name=subject.name, kernel=subject.kernel, package=subject.package,
                 version=_version(subject.package), role=subject.role, target=subject.target,
                 triton=subject.triton, note=subject.note, options=subject.options,
@@ -340,7 +345,8 @@ def _summary(run):
     failed = [r for r in rows if r["verdict"] == "fail"]
     ratios = [r["max_ratio"] for r in rows if isinstance(r["max_ratio"], (int, float))]
     features = sorted({f for r in rows for f in r["features_exercised"]})
-    out = dict(cmd=run["cmd"], status=run["status"], seconds=run["seconds"], why=run.get("why", ""),
+    out = dict(cmd=run["cmd"], status=run["status"], seconds=run["seconds"],
+               cpu_seconds=run.get("cpu_seconds"), why=run.get("why", ""),
                verdict=("FAIL" if failed else "PASS") if rows and run["status"] in (0, 1)
                else f"no verdict (status {run['status']})",
                worst_ratio=max(ratios) if ratios else None,
@@ -383,6 +389,10 @@ def run_finding(finding: dict, timeout: float, data: dict) -> dict:
 
 # --- rendering -----------------------------------------------------------------------------------
 
+def _fmt_seconds(x):
+    return "—" if x is None else f"{x:.0f}"
+
+
 def _fmt_ratio(x):
     return "—" if x is None else f"{x:.3g}"
 
@@ -417,23 +427,28 @@ def render(data: dict) -> str:
         "python examples/thirdparty/run_ecosystem.py",
         "```",
         "",
-        "| kernel | package | version | role | options | cap | verdict | worst err/tol | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kernel | package | version | role | options | cap | verdict | worst err/tol | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in subjects:
         if s.get("not_judged"):
             lines.append(f"| {s['kernel']} | {s['package']} | {s['version']} | {s['role']} | "
                          f"`{' '.join(s['options']) or '—'}` | {s['max_length']} | not judged: "
-                         f"{s['not_judged']} | — | — |")
+                         f"{s['not_judged']} | — | — | — |")
         for i, run in enumerate(s["runs"]):
             label = s["kernel"] if i == 0 else f"↳ rerun, {run['why']}"
             opts = " ".join(s["options"]) or "—"
             if i:
                 opts = "(as above) " + run["why"]
+            verdict = run["verdict"]
+            if run["failures"]:
+                kinds = sorted({f["kind"] for f in run["failures"]})
+                verdict += f" ({', '.join(kinds)}: {len(run['failures'])} of {run['properties']} properties)"
             lines.append(f"| {label} | {s['package'] if i == 0 else ''} | "
                          f"{s['version'] if i == 0 else ''} | {s['role'] if i == 0 else ''} | "
-                         f"`{opts}` | {s['max_length']} | {run['verdict']} | "
-                         f"{_fmt_ratio(run['worst_ratio'])} | {run['seconds']:.0f} |")
+                         f"`{opts}` | {s['max_length']} | {verdict} | "
+                         f"{_fmt_ratio(run['worst_ratio'])} | {run['seconds']:.0f} | "
+                         f"{_fmt_seconds(run.get('cpu_seconds'))} |")
     lines += ["", "## What each run covered", ""]
     for s in subjects:
         lines.append(f"### {s['kernel']} (`{s['target']}`)")
