@@ -4,8 +4,9 @@ evaluated in the working format W of oracle/extended.py (float64 for float32 and
 80-bit long double for float64 subjects), vectorized over every non-sequential axis.
 
 Same ``Reference`` type and the same magnitudes ("abs_scan"/"abs_out"/"abs_state", "exp_cond",
-"depth": the SUBJECT's depths, which properties/tolerance.py reads) as the multiple-precision
-oracles; ``Reference.error`` is the tier's own derived bound (below), which the tolerance adds.
+"path", "local_depth", "depth": the SUBJECT's bounds, which properties/tolerance.py reads; the
+path-weighted "path" of oracle/scan.py and docs/bounds.md) as the multiple-precision oracles;
+``Reference.error`` is the tier's own derived bound (below), which the tolerance adds.
 
 Algorithm: a blocked scan (``block_scan``). Time is cut into nb blocks of T ~ sqrt(l) steps; the
 recurrence runs sequentially within the blocks, all blocks (and rows) at once, alongside the
@@ -21,15 +22,18 @@ Error bound of the tier (written beside the constants that realize it):
   errors. The blocked scan's path for the term of b_j in h_t: one multiply and one add per step
   inside b_j's block, one multiply per step (forming P) in every later block, one multiply and one
   add per block to carry, one multiply and one add to apply the carry-in: at most the sequential
-  scan's 2 per step plus 2 nb + 2. So depth_W = (the subject's sequential depth) + 2 nb + 2 for a
-  forward output, and + 4 nb + 4 for a gradient (the forward and the adjoint scan).
+  scan's 2 per step plus 2 nb + 2. So every path's depth is the subject's path depth (which the
+  path-weighted "path" already charges it, oracle/scan.py) plus 2 nb + 2 for a forward output,
+  and + 4 nb + 4 for a gradient (the forward and the adjoint scan): depth_W = 2 nb + 2 (+ the
+  output side's local_depth) times abs, beside the path.
   exp(Dt A) is evaluated in W at the argument rounded in W: its relative error is
-  u_W |Dt A| (1 + kappa) -- exactly the "exp_cond" magnitude with u_W for u.
+  u_W |Dt A| (1 + kappa) <= the "exp_cond" magnitude (weight 3 + kappa) with u_W for u.
   Each counted operation errs by at most TIER_FACTOR / 2 u_W (real + and *: u_W; complex multiply
   sqrt(5) u_W, Brent, Percival, Zimmermann 2007; libm exp, log1p, expm1 in double and x87 long
   double: <= 3 ulp = 6 u_W, glibc's documented maxima), and 1 / (1 - depth 6 u_W) < 1.01 for
   depth < 2^40; hence
-      |tier - exact| <= TIER_FACTOR u_W (depth_W abs + exp_cond) + TIER_FACTOR u_W depth_W tiny_W
+      |tier - exact| <= TIER_FACTOR u_W (path + depth_W abs + exp_cond)
+                        + TIER_FACTOR u_W depth_W tiny_W
   (the last term: gradual underflow in W). tests/test_oracle_long_scan.py measures the tier's
   true error against the MPFR oracle (before rounding to float64) and against itself in a wider W.
   The value is then rounded once to float64 (not in the error: the tolerance model adds u_64 |y|).
@@ -40,6 +44,7 @@ import math
 
 import numpy as np
 
+from ssm_conformance.oracle import scan as oracle_scan
 from ssm_conformance.oracle import selective_scan as oracle_ss
 from ssm_conformance.oracle.extended import tier_dtype, tier_complex_dtype, tier_unit_roundoff
 from ssm_conformance.oracle.reference import Reference
@@ -105,12 +110,16 @@ def _w_format(subject_dtype):
     return np.dtype(tier_dtype(subject_dtype)), tier_unit_roundoff(subject_dtype)
 
 
-def _bound(u_w, real_w, depth_w, magnitude, exp_cond=0.0):
-    """TIER_FACTOR u_W (depth_W magnitude + exp_cond) + TIER_FACTOR u_W depth_W tiny_W."""
+def _bound(u_w, real_w, depth_w, magnitude, exp_cond=0.0, path=0.0):
+    """TIER_FACTOR u_W (path + depth_W magnitude + exp_cond) + TIER_FACTOR u_W depth_W tiny_W.
+    ``path``: the subject's path-weighted bound (oracle/scan.py, path_bound), whose per-path
+    depth covers the tier's sequential part; depth_W then counts only what the blocked scan adds
+    to every path (2 nb + 2, module doc) and the output side. (Without ``path``: depth_W is a
+    whole path's depth, the uniform bound.)"""
     depth_w = np.asarray(depth_w, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        return TIER_FACTOR * u_w * (depth_w * magnitude + exp_cond
-                                    + depth_w * TINY_W[np.dtype(real_w)])
+        return TIER_FACTOR * u_w * (path + depth_w * magnitude + exp_cond
+                                    + np.maximum(depth_w, 1.0) * TINY_W[np.dtype(real_w)])
 
 
 def _to_float(x, cplx):
@@ -142,24 +151,27 @@ def _from_time_major(h, shape):
 
 def linear_scan_w(a, b, subject_dtype="float32"):
     """(h in W, its error bound, abs_scan) of ``linear_scan``: the unrounded tier result (tests)."""
+    return _linear_scan_w(a, b, subject_dtype)[:3]
+
+
+def _linear_scan_w(a, b, subject_dtype):
+    """linear_scan_w and the path-weighted magnitude "path"."""
     a, b, (W, u_w) = _check_scan(a, b, subject_dtype)
     cplx = np.iscomplexobj(a) or np.iscomplexobj(b)
     Wv = np.dtype(tier_complex_dtype(subject_dtype)) if cplx else W
     shape, length = a.shape, a.shape[-1]
     h = _from_time_major(block_scan(_time_major(a, Wv), _time_major(b, Wv)), shape)
-    abs_scan = _from_time_major(block_scan(_time_major(np.abs(a), np.float64),
-                                           _time_major(np.abs(b), np.float64)), shape)
-    depth_w = 2.0 * np.arange(1, length + 1) + _tier_depth_extra(length)
-    return h, _bound(u_w, W, depth_w, abs_scan), abs_scan
+    abs_scan, path = oracle_scan.scan_magnitudes(a, b)
+    return h, _bound(u_w, W, _tier_depth_extra(length), abs_scan, path=path), abs_scan, path
 
 
 def linear_scan(a, b, subject_dtype="float32") -> Reference:
     """Tier of ``oracle.scan.linear_scan``: h_t = a_t h_{t-1} + b_t along the last axis, in W for
-    a subject judged in ``subject_dtype``. Magnitudes "abs_scan", "depth" = 2 (t+1) as there."""
-    h, err, abs_scan = linear_scan_w(a, b, subject_dtype)
+    a subject judged in ``subject_dtype``. Magnitudes "abs_scan", "path", "depth" as there."""
+    h, err, abs_scan, path = _linear_scan_w(a, b, subject_dtype)
     cplx = np.iscomplexobj(h)
     depth = 2.0 * np.arange(1, h.shape[-1] + 1)
-    return Reference(_to_float(h, cplx), err, {"abs_scan": abs_scan, "depth": depth})
+    return Reference(_to_float(h, cplx), err, {"abs_scan": abs_scan, "path": path, "depth": depth})
 
 
 def linear_scan_vjp(a, b, cotangent, subject_dtype="float32") -> dict:
@@ -174,9 +186,10 @@ def linear_scan_vjp(a, b, cotangent, subject_dtype="float32") -> dict:
     a_next = np.zeros_like(a)
     a_next[..., :-1] = a[..., 1:]
     a_adj = np.conj(a_next)[..., ::-1]
-    g, err_g, abs_g = linear_scan_w(a_adj, v[..., ::-1], subject_dtype)
-    g, err_g, abs_g = g[..., ::-1], err_g[..., ::-1], abs_g[..., ::-1]
-    h, err_h, abs_h = linear_scan_w(a, b, subject_dtype)
+    g, err_g, abs_g, path_g = _linear_scan_w(a_adj, v[..., ::-1], subject_dtype)
+    g, err_g, abs_g, path_g = g[..., ::-1], err_g[..., ::-1], abs_g[..., ::-1], path_g[..., ::-1]
+    h, err_h, abs_h, path_h = _linear_scan_w(a, b, subject_dtype)
+    path_g, path_a = oracle_scan.vjp_paths(path_g, abs_g, path_h, abs_h)
     h_prev = np.zeros_like(h)
     h_prev[..., 1:] = h[..., :-1]
     e_prev = np.zeros_like(err_h)
@@ -189,9 +202,9 @@ def linear_scan_vjp(a, b, cotangent, subject_dtype="float32") -> dict:
     err_a = err_g * mag_h + e_prev * mag_g + err_g * e_prev + 4 * u_w * mag_g * mag_h
     depth = np.full(length, 2.0 * length + 2)
     return {"b": Reference(_to_float(g, np.iscomplexobj(g)), err_g,
-                           {"abs_grad": abs_g, "depth": depth}),
+                           {"abs_grad": abs_g, "path": path_g, "depth": depth}),
             "a": Reference(_to_float(grad_a, cplx), err_a,
-                           {"abs_grad": abs_g * abs_prev, "depth": depth})}
+                           {"abs_grad": abs_g * abs_prev, "path": path_a, "depth": depth})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,17 +324,17 @@ def _selective(u, delta, A, B, C, D, z, delta_bias, softplus, subject_dtype, h0=
 
     lv_abs, weights, path = oracle_ss._leaves_abs(u, delta, A, Bi, Ci, D, z, delta_bias, softplus)
     (abs_out, abs_last), (cond_out, cond_last) = _magnitudes(run_abs, lv_abs, weights, path)
+    paths = oracle_ss.forward_paths(lv_abs, cplx, h0=h0)
+    out_mag, last_mag = oracle_ss.sequence_magnitudes(abs_out, cond_out, abs_last, cond_last,
+                                                      paths, length, n)
     lv = _leaves_w(u, delta, A, Bi, Ci, D, z, delta_bias, softplus, W, Wc)
     out, _, last, _ = _forward(lv, cplx, _WOps, None if h0 is None else h0.astype(W))
-    depth_out = oracle_ss._depth_out(length, n)
-    depth_last = oracle_ss._depth_state(length)
     extra = _tier_depth_extra(length)
     out_ref = Reference(_to_float(out, False),
-                        _bound(u_w, W, depth_out + extra, abs_out, cond_out),
-                        {"abs_out": abs_out, "exp_cond": cond_out, "depth": depth_out})
+                        _bound(u_w, W, out_mag["local_depth"] + extra, abs_out, cond_out,
+                               paths["out"]), out_mag)
     last_ref = Reference(_to_float(last, cplx),
-                         _bound(u_w, W, depth_last + extra, abs_last, cond_last),
-                         {"abs_state": abs_last, "exp_cond": cond_last, "depth": depth_last})
+                         _bound(u_w, W, extra, abs_last, cond_last, paths["last"]), last_mag)
     return out_ref, last_ref, (out, last)
 
 
@@ -392,26 +405,24 @@ def selective_scan_vjp(grad_out, u, delta, A, B, C, D=None, z=None, delta_bias=N
     values = run(lv, _WOps, grad_out.astype(W),
                  None if grad_last_state is None else
                  grad_last_state.astype(Wc if cplx else W))
-    base_depth = 2 * (3 * length + n + 8)
+    paths = oracle_ss.vjp_paths(lv_abs, np.abs(grad_out), glabs, cplx, Bi, Ci, has, names)
+    depths = oracle_ss.vjp_depths(names, Bi, Ci, b, length, n)
     extra = 2 * _tier_depth_extra(length)
-    counts = {"u": n, "delta": n, "A": b * length, "D": b * length, "delta_bias": b * length,
-              "z": 1, "B": Bi.reduce_count(b, length), "C": Ci.reduce_count(b, length)}
     is_cplx = {"A": cplx, "B": Bi.is_complex, "C": Ci.is_complex}
     result = {}
-    for k, val, mag, ec in zip(names, values, base, cond):
-        depth = float(base_depth + counts[k])
-        err = _bound(u_w, W, depth + extra, mag, ec)
+    for k, val, mag, ec, path in zip(names, values, base, cond, paths):
+        err = _bound(u_w, W, depths[k]["local_depth"] + extra, mag, ec, path)
         info = {"B": Bi, "C": Ci}.get(k)
         if info is not None and info.interleaved:
             val = _interleave(val)
-            err, mag, ec = (np.repeat(x, 2, axis=-1) for x in (err, mag, ec))
+            err, mag, ec, path = (np.repeat(x, 2, axis=-1) for x in (err, mag, ec, path))
             out_cplx = False
         else:
             out_cplx = is_cplx.get(k, False)
             if not out_cplx:
                 val = np.real(val)
         result[k] = Reference(_to_float(val, out_cplx), err,
-                              {"abs_out": mag, "exp_cond": ec, "depth": depth})
+                              {"abs_out": mag, "exp_cond": ec, "path": path, **depths[k]})
     return result
 
 

@@ -56,8 +56,10 @@ from ssm_conformance.oracle.reference import Reference
 from ssm_conformance.oracle.selective_scan import (
     SOFTPLUS_THRESHOLD, dsoftplus_kappa, f_softplus, softplus_kappa,
 )
-from ssm_conformance.oracle.ssd import (DEFAULT_DT_LIMIT, _chain, _Inputs, _leaves_abs,
-                                        vjp_inputs)
+from ssm_conformance.oracle.ssd import (DEFAULT_DT_LIMIT, RUN_DEPTH, _chain, _Inputs,
+                                        _leaves_abs, _signed_gate, _signed_leaves, abs_depth,
+                                        abs_depths, by_chunk_batches, vjp_depths, vjp_inputs,
+                                        vjp_run)
 
 TIER_CHUNK = 32   # the quadratic form costs q per step, the state passing 1/q: 32 is ~10x faster
                   # than 128 at l = 2^17 (D_T below grows as 3 l / q: still ~1e-12 relative in W)
@@ -135,7 +137,64 @@ def forward_core(dA, dtx, B, C, S0, q=TIER_CHUNK):
     return _unchunk(y, l), S, S_in
 
 
-def adjoint_core(dA, dtx, B, C, S_in, G_pre, gfinal=None, q=TIER_CHUNK):
+def _chunk_states(L, cs, Sc, x, Bc):
+    """S_t of every step of the chunks of a block (b,h,K,q,p,n): e^{cs_t} S_in + sum_{j<=t}
+    L_tj dtx_j B_j^T."""
+    return (np.exp(cs)[..., None, None] * Sc[:, :, :, None]
+            + np.einsum("bhktj,bhkjp,bhkjn->bhktpn", L, x, Bc, optimize=True))
+
+
+def running_core(dA, dtx, B, C, S_in, q=TIER_CHUNK):
+    """oracle/ssd.py's running_magnitudes without the gate, chunked: run (b, l, h, p) =
+    sum_n |C_t| V_t and V_{l-1} (b, h, p, n), V_t = e^{dA_t} V_{t-1} + |S_t| (dA real), S_t
+    from the states entering the chunks (forward_core's S_in) -- the same linear recurrence as
+    S with the full injection |S_t|: within a chunk V_t = e^{cs_t} V_in + sum_{j<=t} L_tj |S_j|,
+    between chunks V passed as S is."""
+    b, l, h, p = dtx.shape
+    n = B.shape[-1]
+    a_all = _by_chunks(dA[..., None], q)[..., 0]
+    X_all, B_all, C_all = _by_chunks(dtx, q), _by_chunks(B, q), _by_chunks(C, q)
+    valid = _by_chunks(np.ones((b, l, h, 1)), q)[..., 0]    # 0 on the padding: V must not grow there
+    run = np.empty(X_all.shape)
+    V = np.zeros((b, h, p, n))
+    for k0, k1 in _blocks(a_all.shape[2], b * h * q * max(q, p * n)):
+        a, x, Bc, Cc, Sc = (a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1],
+                            C_all[:, :, k0:k1], S_in[:, :, k0:k1])
+        L = np.tril(np.exp(_segsum(a)))
+        cs = np.cumsum(a, axis=-1)
+        absS = (np.abs(_chunk_states(L, cs, Sc, x, Bc))                      # (b,h,K,q,p,n)
+                * valid[:, :, k0:k1, :, None, None])
+        K = k1 - k0
+        Vloc = np.matmul(L, absS.reshape(b, h, K, q, p * n)).reshape(absS.shape)  # from V_in = 0
+        V_in = np.empty((b, h, K, p, n))
+        V = _pass_states(V, np.exp(cs[..., -1]), Vloc[:, :, :, -1], V_in)
+        Vt = np.exp(cs)[..., None, None] * V_in[:, :, :, None] + Vloc
+        run[:, :, k0:k1] = np.einsum("bhktpn,bhktn->bhktp", Vt, np.abs(Cc), optimize=True)
+    return _unchunk(run, l), V
+
+
+def full_recurrence(dA, inj, q=TIER_CHUNK):
+    """V (b, l, h, p, n) of V_t = e^{dA_t} V_{t-1} + inj_t, V_{-1} = 0 (inj (b, l, h, p, n), dA
+    (b, l, h) real): within a chunk V_t = e^{cs_t} V_in + sum_{j<=t} L_tj inj_j, V passed between
+    chunks.  The padding (dA = 0, inj = 0) keeps V and is dropped."""
+    b, l, h, p, n = inj.shape
+    a_all = _by_chunks(dA[..., None], q)[..., 0]
+    I_all = _by_chunks(inj, q)                                               # (b,h,nc,q,p,n)
+    out = np.empty(I_all.shape)
+    V = np.zeros((b, h, p, n))
+    for k0, k1 in _blocks(a_all.shape[2], b * h * q * max(q, p * n)):
+        a, inj_c = a_all[:, :, k0:k1], I_all[:, :, k0:k1]
+        K = k1 - k0
+        L = np.tril(np.exp(_segsum(a)))
+        cs = np.cumsum(a, axis=-1)
+        Vloc = np.matmul(L, inj_c.reshape(b, h, K, q, p * n)).reshape(inj_c.shape)
+        V_in = np.empty((b, h, K, p, n))
+        V = _pass_states(V, np.exp(cs[..., -1]), Vloc[:, :, :, -1], V_in)
+        out[:, :, k0:k1] = np.exp(cs)[..., None, None] * V_in[:, :, :, None] + Vloc
+    return _unchunk(out, l)
+
+
+def adjoint_core(dA, dtx, B, C, S_in, G_pre, gfinal=None, q=TIER_CHUNK, keep=False):
     """oracle/ssd.py's backward_core, vectorized over chunks: leaf gradients G_a (b,l,h) (of
     a = e^{dA}), G_dtx (b,l,h,p), G_B, G_C (b,l,h,n), G_S0 (b,h,p,n).  S_in: the states
     entering the chunks, as forward_core returns them."""
@@ -149,6 +208,9 @@ def adjoint_core(dA, dtx, B, C, S_in, G_pre, gfinal=None, q=TIER_CHUNK):
     G_B = np.empty(B_all.shape, dtype=dt_)
     G_C = np.empty(C_all.shape, dtype=dt_)
     R = np.zeros((b, h, p, n), dtype=dt_) if gfinal is None else gfinal.astype(dt_)  # a_{c1} G_S_{c1}
+    if keep:   # the states S_t and adjoint states G_S_t of every step (vjp magnitudes)
+        S_keep = np.empty(X_all.shape[:4] + (p, n), dtype=dt_)
+        GS_keep = np.empty_like(S_keep)
     for k0, k1 in reversed(_blocks(a_all.shape[2], b * h * q * max(q, p * n))):
         a, x, Bc, Cc, G, Sc = (a_all[:, :, k0:k1], X_all[:, :, k0:k1], B_all[:, :, k0:k1],
                                C_all[:, :, k0:k1], G_all[:, :, k0:k1], S_in[:, :, k0:k1])
@@ -165,14 +227,16 @@ def adjoint_core(dA, dtx, B, C, S_in, G_pre, gfinal=None, q=TIER_CHUNK):
             R_out[:, :, k] = R
             R = a0[:, :, k, None, None] * (tail[:, :, k, 0, None, None] * R + within[:, :, k, 0])
         GS = tail[..., None, None] * R_out[:, :, :, None] + within
-        # S_t = e^{cs_t} S_in + sum_{j<=t} L_tj dtx_j B_j^T
-        St = (np.exp(cs)[..., None, None] * Sc[:, :, :, None]
-              + np.einsum("bhktj,bhkjp,bhkjn->bhktpn", L, x, Bc, optimize=True))
+        St = _chunk_states(L, cs, Sc, x, Bc)
         Sprev = np.concatenate([Sc[:, :, :, None], St[:, :, :, :-1]], axis=3)
         G_a[:, :, k0:k1] = np.sum(GS * Sprev, axis=(-2, -1))
         G_x[:, :, k0:k1] = np.sum(GS * Bc[..., None, :], axis=-1)
         G_B[:, :, k0:k1] = np.sum(GS * x[..., None], axis=-2)
         G_C[:, :, k0:k1] = np.sum(G[..., None] * St, axis=-2)
+        if keep:
+            S_keep[:, :, k0:k1], GS_keep[:, :, k0:k1] = St, GS
+    if keep:
+        return _unchunk(S_keep, l), _unchunk(GS_keep, l)
     return (_unchunk(G_a[..., None], l)[..., 0], _unchunk(G_x, l), _unchunk(G_B, l),
             _unchunk(G_C, l), R)
 
@@ -243,17 +307,13 @@ def _abs_and_step(inp, lv, weights, dA_step, out_step):
     return out.real, S.real, out.imag / STEP, S.imag / STEP
 
 
-def _depth_const(inp):
-    Qs = min(inp.Q, inp.l)
-    return 2.0 * inp.n + 8 + 2 * Qs + 2 * math.ceil(inp.l / inp.Q)
-
-
 def _tier_error(inp, subject_dtype, abs_mag, exp_cond, extra_depth=0.0):
     u = tier_unit_roundoff(subject_dtype)
     nc = math.ceil(inp.l / TIER_CHUNK)
     D_T = 2 * inp.n + 2 * TIER_CHUNK + 3 * nc + 16 + extra_depth
-    Qs = min(inp.Q, inp.l)
-    return 2 * u * (D_T * abs_mag + (TIER_CHUNK + 4) / Qs * exp_cond)
+    # the tier's exponent error u_W (Q_T + 4) sum_k |Dt_k A| (1 + kappa_k) per term is
+    # <= u_W (Q_T + 4) / 3 times the term's exp_cond weight (every step weighs >= 3 w_k there)
+    return 2 * u * (D_T * abs_mag + (TIER_CHUNK + 4) / 3.0 * exp_cond)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,30 +325,43 @@ def ssd_long(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_s
              subject_dtype="float32"):
     """oracle/ssd.py's ``ssd`` by the long tier (module doc), in the working format of
     ``subject_dtype`` (oracle/extended.py).  Returns Reference out (b, l, h, p) [, Reference
-    final_states (b, h, p, n)] with magnitudes "abs_out" ("abs_state"), "exp_cond", "depth"."""
+    final_states (b, h, p, n)] with oracle/ssd.py's magnitudes "abs_out" ("abs_state"),
+    "exp_cond", "depth", "run_out" ("run_state"), "run_depth"."""
     inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
     inp.softplus = bool(dt_softplus)
     W = tier_dtype(subject_dtype)
     lv = _leaves_w(inp, dt_softplus, W)
-    y, S, _ = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
+    y, S, S_in = forward_core(lv["dA"], lv["dtx"], lv["B"], lv["C"], lv["S0"])
     out, _ = _finish(lv, y)
 
     la, weights, _ = _leaves_abs(inp, dt_softplus)
     abs_out, abs_S, cond_out, cond_S = _abs_and_step(inp, la, weights, weights["a"], weights["gate"])
-    ones = np.zeros_like(weights["a"]) + 3.0
-    _, _, dep_out, dep_S = _abs_and_step(inp, la, {}, ones, 0.0)
-    c0 = _depth_const(inp)
-
-    def depth(mag, dep):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(mag > 0, c0 + dep / np.where(mag > 0, mag, 1.0), c0 + 3.0 * inp.l)
-
+    f64 = lambda t: t.astype(np.float64)                                  # noqa: E731
+    run, run_S = running_core(_dA_real(inp), f64(lv["dtx"]), f64(lv["B"]), f64(lv["C"]), f64(S_in))
+    depth, off_depth = abs_depths(inp.l, inp.Q, inp.n)
+    abs_in, abs_S_in = _intra_chunk_abs(inp, la)
+    common = {"depth": depth, "off_depth": off_depth, "run_depth": RUN_DEPTH}
     out_ref = Reference(out.astype(np.float64), _tier_error(inp, subject_dtype, abs_out, cond_out),
-                        {"abs_out": abs_out, "exp_cond": cond_out, "depth": depth(abs_out, dep_out)})
+                        {"abs_out": abs_out, "abs_off": np.maximum(abs_out - abs_in, 0.0),
+                         "exp_cond": cond_out, "run_out": run * la["gate"], **common})
     if not return_final_states:
         return out_ref
     return out_ref, Reference(S.astype(np.float64), _tier_error(inp, subject_dtype, abs_S, cond_S),
-                              {"abs_state": abs_S, "exp_cond": cond_S, "depth": depth(abs_S, dep_S)})
+                              {"abs_state": abs_S, "abs_off": np.maximum(abs_S - abs_S_in, 0.0),
+                               "exp_cond": cond_S, "run_state": run_S, **common})
+
+
+def _intra_chunk_abs(inp, la):
+    """oracle/ssd.py's intra_chunk_abs by the chunked core: every chunk of the subject a batch
+    element of its own (zero initial state)."""
+    b, l = inp.b, inp.l
+    Q = inp.Q
+    cut = lambda t: by_chunk_batches(t, Q)                                  # noqa: E731
+    y, S, _ = forward_core(cut(_dA_real(inp)), cut(la["dtx"]), cut(la["B"]), cut(la["C"]), None,
+                           q=min(Q, TIER_CHUNK))
+    pre = y if la["Dx"] is None else y + cut(la["Dx"])
+    out = pre * cut(la["gate"])
+    return (out.reshape((b, -1) + out.shape[2:])[:, :l], S.reshape((b, -1) + S.shape[1:])[:, -1])
 
 
 def _grads(lv, inp, has, gout, gfinal, names):
@@ -308,8 +381,8 @@ def _grads(lv, inp, has, gout, gfinal, names):
 def ssd_vjp_long(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
                  initial_states=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT,
                  grad_final_states=None, subject_dtype="float32"):
-    """oracle/ssd.py's ``ssd_vjp`` by the long tier: {name: Reference} with magnitudes
-    "abs_out", "exp_cond" and oracle/ssd.py's uniform "depth"."""
+    """oracle/ssd.py's ``ssd_vjp`` by the long tier: {name: Reference} with oracle/ssd.py's
+    magnitudes "abs_out", "exp_cond", "depth", "run_out", "run_depth"."""
     inp, grad_out, grad_final_states, has, names = vjp_inputs(
         grad_out, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit,
         grad_final_states)
@@ -321,37 +394,60 @@ def ssd_vjp_long(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=N
 
     # magnitudes: the adjoint on absolute leaves, leaves scaled by e^{i h weight} (complex step)
     la, weights, _ = _leaves_abs(inp, dt_softplus)
-    c = {k: (None if v is None else v.astype(np.complex128)) for k, v in la.items()}
-    e = lambda k: np.exp(1j * STEP * weights[k])                            # noqa: E731
-    c["dA"] = _dA_real(inp) + 1j * STEP * weights["a"]
-    c["a"] = np.exp(c["dA"])
-    c["dtx"] = c["dtx"] * e("dtx")
-    c["Dt"] = c["Dt"] * e("Dt")
-    c["dDt"] = c["dDt"] * e("dDt")
-    gout = np.abs(grad_out).astype(np.complex128)
-    if inp.z is None:          # the all-ones gate of the magnitude pass is not an input
-        gout = gout * e("gate")
-        c["gate"], c["dgate"] = None, None
-    else:
-        c["gate"], c["dgate"] = c["gate"] * e("gate"), c["dgate"] * e("dgate")
+    gabs = np.abs(grad_out).astype(np.complex128)
     gf = None if grad_final_states is None else np.abs(grad_final_states).astype(np.complex128)
-    mags = _grads(c, inp, has, gout, gf, names)
 
-    b, length, h, p, n, g = inp.b, inp.l, inp.h, inp.p, inp.n, inp.g
-    counts = {"x": n, "dt": p * n, "A": b * length * p * n, "B": (h // g) * p, "C": (h // g) * p,
-              "D": b * length * (p if has["D"] and inp.D.ndim == 1 else 1), "z": 1,
-              "dt_bias": b * length * p * n, "initial_states": 1}
-    depth0 = 2 * (3 * length + 2 * n + 8)
-    nc = math.ceil(length / TIER_CHUNK)
+    def magnitudes(step_dA, leaf_weights):   # (called once; a second direction costs one more)
+        """The adjoint on the absolute leaves with log a -> log a + i h step_dA and each leaf k
+        of leaf_weights scaled by e^{i h weight}: [complex gradient] (Re: value, Im / h: the
+        derivative)."""
+        c = {k: (None if v is None else v.astype(np.complex128)) for k, v in la.items()}
+        e = lambda k: np.exp(1j * STEP * leaf_weights[k]) if k in leaf_weights else 1.0  # noqa: E731
+        c["dA"] = _dA_real(inp) + 1j * STEP * step_dA
+        c["a"] = np.exp(c["dA"])
+        for k in ("dtx", "Dt", "dDt"):
+            c[k] = c[k] * e(k)
+        gout = gabs
+        if inp.z is None:          # the all-ones gate of the magnitude pass is not an input
+            gout = gout * e("gate")
+            c["gate"], c["dgate"] = None, None
+        else:
+            c["gate"], c["dgate"] = c["gate"] * e("gate"), c["dgate"] * e("dgate")
+        return _grads(c, inp, has, gout, gf, names)
+
+    mags = magnitudes(weights["a"], weights)
+    runs = _vjp_running(inp, la, grad_out, grad_final_states, has, names)
+
+    depths = vjp_depths(inp, has)
+    counts = {k: depths[k] - 2 * abs_depth(inp.l, inp.Q, inp.n) for k in names}
+    nc = math.ceil(inp.l / TIER_CHUNK)
     out = {}
-    for k, val, mag in zip(names, values, mags):
+    for k, val, mag, r in zip(names, values, mags, runs):
         abs_mag, cond = mag.real, np.maximum(mag.imag / STEP, 0.0)
         err = _tier_error(inp, subject_dtype, 2 * abs_mag, 2 * cond,
                           extra_depth=2 * inp.n + 2 * TIER_CHUNK + 3 * nc + 16 + counts[k])
         out[k] = Reference(val.astype(np.float64), err,
-                           {"abs_out": abs_mag, "exp_cond": cond, "depth": float(depth0 + counts[k])})
+                           {"abs_out": abs_mag, "exp_cond": cond, "depth": depths[k],
+                            "run_out": r, "run_depth": RUN_DEPTH})
     return out
 
 
-__all__ = ["ssd_long", "ssd_vjp_long", "forward_core", "adjoint_core", "TIER_CHUNK",
+def _vjp_running(inp, la, grad_out, grad_final, has, names):
+    """oracle/ssd.py's vjp_running by the chunked cores (float64): S_t and G_S_t of every step
+    from adjoint_core, V and V^G by full_recurrence (V^G in reversed time: V^G_t = a_{t+1}
+    V^G_{t+1} + |G_S_t| is the forward recurrence of the reversed sequence with the decays
+    shifted by one step)."""
+    a, dtx, B, C, S0 = _signed_leaves(inp, inp.softplus)
+    dA = _dA_real(inp)
+    Gpre = grad_out * _signed_gate(inp)
+    _, _, S_in = forward_core(dA, dtx, B, C, S0)
+    S_all, GS_all = adjoint_core(dA, dtx, B, C, S_in, Gpre, grad_final, keep=True)
+    V_all = full_recurrence(dA, np.abs(S_all))
+    dA_rev = np.concatenate([np.zeros_like(dA[:, :1]), dA[:, ::-1][:, :-1]], axis=1)
+    VG_all = full_recurrence(dA_rev, np.abs(GS_all)[:, ::-1])[:, ::-1]
+    return vjp_run(inp, has, names, la, a, dtx, B, C, Gpre, grad_out, S0,
+                   S_all, V_all, GS_all, VG_all)
+
+
+__all__ = ["ssd_long", "ssd_vjp_long", "forward_core", "adjoint_core", "running_core", "TIER_CHUNK",
            "softplus_kappa", "dsoftplus_kappa"]

@@ -12,17 +12,28 @@ rational arithmetic (``fractions.Fraction``) every bracketing gives the identica
 floating point they differ only by rounding.  The first half of this module evaluates scans in
 those ways exactly (for the tests); the second half is the oracle ``linear_scan``.
 
-Error bound for the tolerance model (``linear_scan``'s magnitudes):
-  h_t = sum_{j<=t} (a_t ... a_{j+1}) b_j.  Evaluated sequentially, the term of b_j suffers t-j
-  multiplications and t-j+1 additions, so |fl(h_t) - h_t| <= gamma_{2t+1} * abs_scan_t with
-  abs_scan_t = |a_t| abs_scan_{t-1} + |b_t| (the same recurrence on absolute values; Higham
-  ch. 3).  A tree scan (Blelloch, Hillis-Steele, chunked) forms the same products a_t...a_{j+1}
-  (same number of multiplications) and adds along a path of length <= 2 log2(l), so the same
-  magnitude with depth 2(t+1) bounds it too.  Complex a, b: the same with complex operations
-  (each within a small constant of u), the constant left to the tolerance model's SAFETY.
+Error bound for the tolerance model (``linear_scan``'s magnitudes; docs/bounds.md):
+  h_t = sum_{j<=t} P_{j,t} b_j with P_{j,t} = a_t ... a_{j+1}.  The term of b_j reaches h_t through
+  the t-j multiplications that form P_{j,t} b_j -- in ANY bracketing (a product's roundings are all
+  relative errors of the product) -- and through the additions on its path: t-j+1 in a loop or a
+  chunked scan with state passing (any chunk size), <= 2 ceil(log2 l) + 1 in a Hillis-Steele or
+  Blelloch tree.  So every such algorithm's term has at most
+      depth(j, t) = 2 (t - j) + c0,    c0 = 2 ceil(log2 l) + 2
+  roundings, and (first order; Higham ch. 3)
+      |fl(h_t) - h_t| <= u sum_j |P_{j,t}| |b_j| depth(j, t) =: u path_t.
+  path_t is the PATH-WEIGHTED bound: a rounding made at step s reaches step t only through the
+  decays between them, so a channel that forgets in ~1/(1-|a|) steps accumulates ~2/(1-|a|)
+  roundings, not 2t.  It is a running error bound (Higham sec. 3.3), a second recurrence beside
+  abs_t = |a_t| abs_{t-1} + |b_t| (``path_bound``):
+      D_t = |a_t| (D_{t-1} + abs_{t-1})      (= sum_j |P_{j,t}||b_j| (t-j))
+      path_t = 2 D_t + c0 abs_t,
+  linear in l.  The old bound charged every term with 2(t+1) roundings (the "depth" magnitude,
+  still returned).  Complex a, b: the same with complex operations (each within a small constant
+  of u), the constant left to the tolerance model's SAFETY.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from functools import lru_cache
 
@@ -141,6 +152,152 @@ def states(prefixes):
 
 
 # ----------------------------------------------------------------------------------------------
+# The path-weighted error bound (module doc; docs/bounds.md), shared by the selective scan and
+# the long tier (oracle/long_scan.py passes its blocked scan as ``scan``)
+
+
+def tree_slack(length: int) -> float:
+    """c0's share for the additions of a tree scan: a path through Blelloch's up- and down-sweep
+    adds <= 2 ceil(log2 l) + 1 times where a loop adds once per step (module doc)."""
+    return 2.0 * math.ceil(math.log2(max(length, 1))) + 2.0
+
+
+def path_bound_sequential(abs_a, abs_b, step_depth, c0, w=None, h0=None, axis=0, reverse=False):
+    """Magnitudes of the recurrence h_t = a_t h_{t-1} + b_t along ``axis`` (backwards in time
+    with ``reverse``), from |a|, |b| and |h_{-1}| = h0 (the shape without the axis, or None):
+    (abs, path), both of the broadcast shape of abs_a and abs_b, with
+        abs_t  = sum_j |P_{j,t}| |b_j|,
+        path_t = sum_j |P_{j,t}| |b_j| (step_depth (t - j) + c0 + (t - j + 1) S_{j,t}),
+    P_{j,t} = a_t ... a_{j+1}, S_{j,t} = w_{j+1} + ... + w_t (h0: the term j = -1).  The last
+    part (only when w, the exponent magnitudes |log a_k|, is given) is the rounding of a decay
+    formed as exp of a cumulative sum of its exponents (oracle/selective_scan.py, "Error
+    model").  Running recurrences, all on the same a (induction on t: each path gains the factor
+    a_t, one more step, and w_t in its exponent sum; the new term j = t enters with c0):
+        abs_t  = a_t abs_{t-1} + b_t
+        D_t    = a_t (D_{t-1} + abs_{t-1})                       [= sum |P||b| (t-j)]
+        S_t    = a_t (S_{t-1} + w_t abs_{t-1})                   [= sum |P||b| S_{j,t}]
+        path_t = a_t (path_{t-1} + step_depth abs_{t-1} + S_{t-1} + w_t (D_{t-1} + 2 abs_{t-1}))
+                 + c0 b_t
+    ((t-j+1) S_{j,t} grows by S_{j,t-1} + (t-j+1) w_t from t-1 to t).  One sequential pass
+    over time, vectorized over the other axes (~16 array operations a step: the definition;
+    ``path_bound`` computes the same blockwise).  NaN (0 * inf in an overflowing magnitude)
+    reads inf."""
+    shape = np.broadcast_shapes(np.shape(abs_a), np.shape(abs_b))
+    axis = axis % len(shape)
+    abs_a, abs_b = np.broadcast_to(abs_a, shape), np.broadcast_to(abs_b, shape)
+    w = None if w is None else np.broadcast_to(w, shape)
+    H, E = np.empty(shape), np.empty(shape)
+    row = shape[:axis] + shape[axis + 1:]
+    hp = np.zeros(row) if h0 is None else np.broadcast_to(np.asarray(h0, dtype=np.float64), row)
+    ep, dp, sp = c0 * hp, np.zeros(row), np.zeros(row)
+    head = (slice(None),) * axis
+    steps = range(shape[axis] - 1, -1, -1) if reverse else range(shape[axis])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in steps:
+            at, bt = abs_a[head + (t,)], abs_b[head + (t,)]
+            inner = ep + step_depth * hp
+            if w is not None:
+                wt = w[head + (t,)]
+                dh = dp + hp
+                inner += sp + wt * (dh + hp)
+                sp = at * (sp + wt * hp)
+                dp = at * dh
+            ep = at * inner + c0 * bt
+            hp = at * hp + bt
+            H[head + (t,)], E[head + (t,)] = hp, ep
+    return H, np.where(np.isnan(E), np.inf, E)
+
+
+def path_bound(abs_a, abs_b, step_depth, c0, w=None, h0=None, axis=0, reverse=False):
+    """``path_bound_sequential`` (same arguments and results), with time cut into nb blocks of
+    T ~ sqrt(l) steps: the recurrences run within all blocks at once from a zero state, beside
+    each block's running product P_m = a_{s+m-1} ... a_s and exponent sum sigma_m (s the block
+    start, m = 1..T the steps taken); the state entering each block is then carried across the
+    blocks, and added. What an entering state (H, D, S, E) -- the values at step s-1 -- gives at
+    step t = s+m-1 follows from the definitions, each of its paths lengthened by m steps:
+        H: P H     D: P (D + m H)     S: P (S + sigma H)
+        E: P (E + step_depth m H + sigma (D + H) + m S + m sigma H)
+    ((t-j+1) S_{j,t} = (s-j+m)(S_{j,s-1} + sigma), and sum |P||b| (s-j) = D + H). Python loops:
+    T + nb ~ 2 sqrt(l) steps on arrays of l/T x (the other axes) elements."""
+    shape = np.broadcast_shapes(np.shape(abs_a), np.shape(abs_b))
+    axis = axis % len(shape)
+    length = shape[axis]
+    T = math.isqrt(max(length - 1, 0)) + 1
+    nb = -(-length // T)
+    cum = w is not None
+
+    rest = shape[:axis] + shape[axis + 1:]
+    width = math.prod(rest)
+    full, rem = divmod(length, T)
+
+    def blocks(x, pad_value):
+        """(T, nb, width) contiguous copy (step m of every block one contiguous slab), padded
+        after the end with the identity a = 1, b = w = 0 (it changes nothing before it)."""
+        x = np.moveaxis(np.broadcast_to(x, shape), axis, 0).reshape(length, width)
+        if reverse:
+            x = x[::-1]
+        out = np.full((T, nb, width), pad_value, dtype=np.float64)
+        view = out.transpose(1, 0, 2)             # (nb, T, width)
+        view[:full] = x[:full * T].reshape(full, T, width)
+        if rem:
+            view[full, :rem] = x[full * T:]
+        return out
+
+    P, B = blocks(abs_a, 1.0), blocks(abs_b, 0.0)
+    sig = blocks(w, 0.0) if cum else None
+    H, E = np.empty_like(B), np.empty_like(B)
+    hp, ep, dp, sp = (np.zeros((nb, width)) for _ in range(4))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for m in range(T):      # within every block at once, from zero; P, sig in place
+            at, bt = P[m], B[m]
+            inner = ep + step_depth * hp
+            if cum:
+                wt = sig[m]
+                dh = dp + hp
+                inner += sp + wt * (dh + hp)
+                sp = at * (sp + wt * hp)
+                dp = at * dh
+                if m:
+                    wt += sig[m - 1]
+            ep = at * inner + c0 * bt
+            hp = at * hp + bt
+            H[m], E[m] = hp, ep
+            if m:
+                at *= P[m - 1]
+        # the state entering each block, carried across the blocks
+        row = (np.zeros(width) if h0 is None else
+               np.broadcast_to(np.asarray(h0, dtype=np.float64), rest).reshape(width))
+        inc = np.empty((4, nb, width))
+        Hc, Dc, Sc, Ec = row, np.zeros(width), np.zeros(width), c0 * row
+        for k in range(nb):
+            inc[:, k] = Hc, Dc, Sc, Ec
+            Pk = P[T - 1, k]
+            En = E[T - 1, k] + Pk * (Ec + step_depth * T * Hc)
+            Dn = dp[k] + Pk * (Dc + T * Hc)
+            if cum:
+                sk = sig[T - 1, k]
+                En = En + Pk * (sk * (Dc + Hc) + T * Sc + T * sk * Hc)
+                Sc = sp[k] + Pk * (Sc + sk * Hc)
+            Hc, Dc, Ec = H[T - 1, k] + Pk * Hc, Dn, En
+        for m in range(T):      # add what the entering state gives after m + 1 steps
+            Hi, Di, Si, Ei = inc
+            add = Ei + (step_depth * (m + 1)) * Hi
+            if cum:
+                sm = sig[m]
+                add += sm * (Di + Hi) + (m + 1) * Si + ((m + 1) * sm) * Hi
+            E[m] += P[m] * add
+            H[m] += P[m] * Hi
+
+    def back(x):
+        x = x.transpose(1, 0, 2).reshape(nb * T, width)[:length]
+        x = (x[::-1] if reverse else x).reshape((length,) + rest)
+        return np.moveaxis(x, 0, axis)
+
+    E = np.where(np.isnan(E), np.inf, E)
+    return back(H), back(E)
+
+
+# ----------------------------------------------------------------------------------------------
 # The oracle
 
 
@@ -181,8 +338,11 @@ def linear_scan(a, b) -> Reference:
     magnitudes:
       "abs_scan" -- abs_scan_t = |a_t| abs_scan_{t-1} + |b_t|: componentwise magnitude of
                     sequential (and tree) evaluation;
-      "depth"    -- 2 (t+1), shape (l,): rounding errors on the longest path (one multiply and
-                    one add per step).  tol = SAFETY * u * depth * abs_scan + output rounding.
+      "path"     -- the path-weighted bound (module doc): sum_j |P_{j,t}||b_j| depth(j, t);
+                    tol = SAFETY * u * path + output rounding (properties/tolerance.py,
+                    linear_scan_terms);
+      "depth"    -- 2 (t+1), shape (l,): the roundings on the longest path (the older, uniform
+                    bound depth * abs_scan >= path up to c0; kept for callers that use it).
     """
     a = _as_array(a, "a")
     b = _as_array(b, "b")
@@ -192,9 +352,7 @@ def linear_scan(a, b) -> Reference:
     cplx = np.iscomplexobj(a) or np.iscomplexobj(b)
     rows = max(1, a.size // length)
 
-    with np.errstate(over="ignore", invalid="ignore"):
-        abs_scan = _scan_rows(np.abs(a).reshape(rows, length), np.abs(b).reshape(rows, length))
-    abs_scan = abs_scan.reshape(shape)
+    abs_scan, path = scan_magnitudes(a, b)
 
     a_mp = _to_mp_flat(a).reshape(rows, length)
     b_mp = _to_mp_flat(b).reshape(rows, length)
@@ -204,7 +362,13 @@ def linear_scan(a, b) -> Reference:
     for idx in np.ndindex(shape):
         value[idx] = complex(hi[idx]) if cplx else float(hi[idx])
     depth = 2.0 * np.arange(1, length + 1)
-    return Reference(value, err, {"abs_scan": abs_scan, "depth": depth})
+    return Reference(value, err, {"abs_scan": abs_scan, "path": path, "depth": depth})
+
+
+def scan_magnitudes(a, b):
+    """(abs_scan, path) of h_t = a_t h_{t-1} + b_t along the last axis (module doc): path_bound
+    with 2 roundings a step and c0 = tree_slack(l) (the first add of b_j is in it)."""
+    return path_bound(np.abs(a), np.abs(b), 2.0, tree_slack(np.shape(b)[-1]), axis=-1)
 
 
 def linear_scan_vjp(a, b, cotangent) -> dict:
@@ -214,8 +378,9 @@ def linear_scan_vjp(a, b, cotangent) -> dict:
         dL/db_t = g_t,   dL/da_t = g_t conj(h_{t-1})   (h_{-1} = 0).
     The adjoint scan is ``linear_scan`` on reversed arrays; dL/da multiplies two certified
     references, so its error adds one float64 rounding of each factor: (2 u_64 + error terms).
-    Returns {"a": Reference, "b": Reference} with magnitudes "abs_grad" and "depth" (2l + 2:
-    the forward and adjoint scans plus one product), for tol = SAFETY u depth abs_grad.
+    Returns {"a": Reference, "b": Reference} with magnitudes "abs_grad", "path" (the
+    path-weighted bound, ``vjp_paths``: tol = SAFETY u path) and "depth" (2l + 2: the forward and
+    adjoint scans plus one product; the older uniform bound depth * abs_grad).
     """
     a = _as_array(a, "a")
     b = _as_array(b, "b")
@@ -236,15 +401,30 @@ def linear_scan_vjp(a, b, cotangent) -> dict:
     abs_h_prev = np.zeros_like(h.magnitudes["abs_scan"])
     abs_h_prev[..., 1:] = h.magnitudes["abs_scan"][..., :-1]
     grad_a = grad_b * np.conj(h_prev)
+    path_g, path_a = vjp_paths(g.magnitudes["path"][..., ::-1], abs_g, h.magnitudes["path"],
+                               h.magnitudes["abs_scan"])
     err_g = g.error[..., ::-1]
     err_h = np.zeros_like(h.error)
     err_h[..., 1:] = h.error[..., :-1]
     u64 = 2.0**-53
     depth = np.full(length, 2.0 * length + 2)
     return {
-        "b": Reference(grad_b, err_g, {"abs_grad": abs_g, "depth": depth}),
+        "b": Reference(grad_b, err_g, {"abs_grad": abs_g, "path": path_g, "depth": depth}),
         "a": Reference(grad_a,
                        err_g * np.abs(h_prev) + err_h * np.abs(grad_b)
                        + 2 * u64 * np.abs(grad_a),
-                       {"abs_grad": abs_g * abs_h_prev, "depth": depth}),
+                       {"abs_grad": abs_g * abs_h_prev, "path": path_a, "depth": depth}),
     }
+
+
+def vjp_paths(path_g, abs_g, path_h, abs_h):
+    """Path-weighted bounds (units of u) of dL/db = g and dL/da_t = g_t conj(h_{t-1}), from those
+    of the adjoint scan g (a scan like the forward one: ``scan_magnitudes`` on reversed arrays)
+    and of h: the product's error is err_g |h_{t-1}| + |g_t| err_h + one rounding |g_t h_{t-1}|."""
+    prev = np.zeros_like(abs_h)
+    prev[..., 1:] = abs_h[..., :-1]
+    path_prev = np.zeros_like(path_h)
+    path_prev[..., 1:] = path_h[..., :-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        path_a = path_g * prev + abs_g * path_prev + abs_g * prev
+    return path_g, np.where(np.isnan(path_a), np.inf, path_a)

@@ -20,24 +20,43 @@ B[..., 2t+1] (``view_as_complex(rearrange(B, "... (L two) -> ... L two", two=2))
 Values are computed in multiple precision (MPFR through gmpy2, at mpmath's working precision) at a
 precision certified by ``oracle.precision.verified``.
 
-Error model (for ``properties/tolerance.py``; each oracle output carries these magnitudes):
-  The computation is multilinear in its "leaves" exp(Dt_k A), Dt_j B_j u_j, C, D u, SiLU(z).
-  abs_out  -- the same computation on the absolute values of the leaves (2 * sum for complex A):
-              componentwise magnitude; sequential (or tree) evaluation errs by at most
-              gamma_depth * abs_out when every leaf is computed to a few ulps.
-  depth    -- rounding errors on the longest path, counting exp/softplus/SiLU as one each:
-              3 per step (exp, multiply, add), n for the C.h dot, and 8 for the leaf Dt B u
-              (bias add, softplus, two products), D u (two) and the gate (SiLU, product):
-              depth_t = 3 (t+1) + n + 8.
-  exp_cond -- what a depth count misses: exp(Dt_k A) is computed from the ROUNDED argument
-              fl(Dt_k A), whose error u |Dt_k A| (1 + kappa_k) becomes a relative error of the
-              factor (exp's condition number is its argument).  kappa_k is the relative
+Error model (for ``properties/tolerance.py``; each oracle output carries these magnitudes;
+docs/bounds.md has the derivation and how each admitted algorithm fits):
+  The computation is multilinear in its "leaves" a_k = exp(Dt_k A), b_j = Dt_j B_j u_j, C, D u,
+  SiLU(z): h_t = sum_j P_{j,t} b_j, P_{j,t} = a_t ... a_{j+1}.
+  abs_out  -- the same computation on the absolute values of the leaves (2 * sum for complex A).
+  path     -- the PATH-WEIGHTED bound (units of u): the term of b_j in h_t is charged the
+              roundings on its own path, carried by |P_{j,t}|:
+                  path(h_t) = sum_j |P_{j,t}| |b_j| (3 (t-j) + c0 + (t-j+1) S_{j,t}),
+              3 per step (exp, multiply, add), c0 = 2 ceil(log2 l) + 2 + 4 (a tree scan's
+              additions; the leaf b_j: bias add, softplus, Dt u, times B), S_{j,t} =
+              sum_{k=j+1..t} |Dt_k A| (a decay formed as exp of a cumulative sum of exponents
+              within a chunk: that sum's rounding, <= (t-j+1) u S_{j,t}, is a relative error of
+              the decay). Loops, chunked scans with state passing at any chunk size, and
+              Hillis-Steele / Blelloch trees all fit under it (docs/bounds.md). Evaluated as
+              running recurrences beside abs (oracle/scan.py, path_bound): cost linear in l.
+              out: |gate| sum_n |C| path(h_t); last state: path(h_{l-1}).
+  local_depth -- what the output side adds, times abs_out: n + 8 for out (C.h n, D u 2, gate 5,
+              2 Re 1); 0 for a state; for a gradient CHAIN_DEPTH + the terms it sums.
+  exp_cond -- the exponents' own roundings: exp(Dt_k A) is computed from the ROUNDED argument,
+              whose error u |Dt_k A| (3 + kappa_k) (3: exp2(fl(fl(Dt A) log2 e)), Triton's idiom,
+              rounds the argument three times; 1 for a plain exp) becomes a relative error of
+              the factor (exp's condition number is its argument).  kappa_k is the relative
               sensitivity of Dt_k to rounding x_k = delta_k + delta_bias (0 without delta_bias;
               |x| sigmoid(x)/softplus(x) with softplus, 1 without) -- also carried by the leaf
               Dt_j B_j u_j.  exp_cond = sum over terms of |term| * (sum of the weights of its
               factors) = d/d(eps) of abs_out with every leaf scaled by e^{eps * weight}, eps -> 0
               (the leaves are nonnegative, so a one-sided difference bounds it from above).
-  tolerance: SAFETY * u * (depth * abs_out + exp_cond) + output rounding.
+  depth    -- the older uniform bound's rounding count on the longest path, 3 (t+1) + n + 8
+              (depth * abs_out >= path + local_depth * abs_out up to c0), kept for callers.
+  tolerance: SAFETY * u * (path + local_depth * abs_out + exp_cond) + output rounding.
+  VJP: the adjoint Gh_t = conj(a_{t+1}) Gh_{t+1} + 2 g_t conj(C_t) is the same recurrence
+  backwards in time, with its own path-weighted bound; a leaf gradient (a product of the adjoint
+  and a forward state) errs by each factor's bound times the other's magnitude (vjp_leaf_paths),
+  carried to the input gradients by the chain rule on magnitudes (_chain, vjp_paths).
+  NOT admitted: a decay exp(G_t - G_j) from ONE cumulative sum G over the whole sequence: its
+  exponent errs by ~u |G_t|, growing with t however short the path (tests/subjects: the
+  global-cumsum meta-test subjects).
 """
 from __future__ import annotations
 
@@ -49,8 +68,27 @@ import numpy as np
 
 from ssm_conformance.oracle.precision import to_float, verified
 from ssm_conformance.oracle.reference import Reference
+from ssm_conformance.oracle.scan import path_bound, tree_slack
 
 SOFTPLUS_THRESHOLD = 20.0  # F.softplus(beta=1, threshold=20) and the Triton kernels' `dt <= 20.0`
+
+# The path-weighted bound's constants (module doc, "Error model"; docs/bounds.md)
+STEP_DEPTH = 3.0          # per step on a term's path: exp (or exp2), multiply, add
+EXP_ARG_ROUNDINGS = 3.0   # exp2(fl(fl(Dt A) log2 e)): Dt A, times log2 e, log2 e itself
+SOURCE_LEAF = 4.0         # Dt_j B_j u_j: bias add, softplus, Dt u, times B
+ADJOINT_LEAF = 6.0        # the adjoint's source 2 g_out SiLU(z) conj(C): SiLU (4), two products
+CHAIN_DEPTH = 10.0        # leaf gradients -> input gradients (_chain): products and softplus'
+
+
+def out_local_depth(n: int) -> float:
+    """What the output side adds to a state's path: C.h (n), D u and its add (2), the gate
+    SiLU(z) (4) and its product (1), 2 Re for complex A (1)."""
+    return float(n + 8)
+
+
+def state_c0(length: int) -> float:
+    """c0 of the state recurrence: the source leaf's roundings and a tree's additions."""
+    return tree_slack(length) + SOURCE_LEAF
 
 # ----------------------------------------------------------------------------------------------
 # The value pass runs on MPFR numbers (gmpy2, the library under mpmath's gmpy backend) at mpmath's
@@ -371,6 +409,61 @@ def backward_core(gout, dA, bu, Cx, gate, pre, states, cplx, ops, h0=None, glast
 
 
 # ----------------------------------------------------------------------------------------------
+# the path-weighted bound (module doc, "Error model"), on the magnitude leaves of _leaves_abs
+
+
+def exponent_magnitude(lv):
+    """|Dt_k A| (b, d, l, n): the exponent of each decay (S_{j,t} sums it along a path)."""
+    return lv["Dt"][..., None] * lv["A"][None, :, None, :]
+
+
+def forward_paths(lv, cplx, h0=None):
+    """Path-weighted bounds (units of u) from the magnitude leaves ``lv`` (and |h_{-1}| h0):
+    H, E (b, d, l, n): the states' abs and path (path_bound with STEP_DEPTH a step, c0 =
+    state_c0(l), the exponents |Dt A|); y (b, d, l): sum_n |C| E ([x2] complex A); out: y times
+    |SiLU(z)|; last (b, d, n)."""
+    shape = np.broadcast_shapes(lv["dA"].shape, lv["bu"].shape)
+    H, E = path_bound(lv["dA"], lv["bu"], STEP_DEPTH, state_c0(shape[2]),
+                      w=exponent_magnitude(lv), h0=None if h0 is None else np.abs(h0), axis=2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = (2.0 if cplx else 1.0) * (E * lv["Cx"]).sum(axis=-1)
+        out = y if lv["gate"] is None else y * lv["gate"]
+    return dict(H=H, E=E, y=y, out=out, last=E[:, :, -1])
+
+
+def vjp_leaf_paths(lv, gout, glast, cplx, fwd):
+    """Path-weighted bounds (units of u) of the leaf gradients of backward_core, from the
+    magnitude leaves, |grad_out|, |grad_last_state| and forward_paths' ``fwd``. The adjoint
+    Gh_t = conj(dA_{t+1}) Gh_{t+1} + 2 g_pre_t conj(C_t) is the same recurrence backwards in time
+    (path_bound in reverse, c0 = tree_slack(l) + ADJOINT_LEAF); a leaf gradient that is a
+    product of the adjoint and a forward state errs by each factor's bound times the other's
+    magnitude plus one rounding of the product."""
+    b, d, length, n = fwd["H"].shape
+    H, E = fwd["H"], fwd["E"]
+    gate = lv["gate"]
+    g_pre = gout if gate is None else gout * gate
+    gy = (2.0 if cplx else 1.0) * g_pre[..., None]
+    src = np.array(np.broadcast_to(gy * lv["Cx"], H.shape))
+    if glast is not None:
+        src[:, :, -1] += glast
+    a_next = np.ones(H.shape)
+    a_next[:, :, :-1] = np.broadcast_to(lv["dA"], H.shape)[:, :, 1:]
+    w_next = np.zeros(H.shape)
+    w_next[:, :, :-1] = np.broadcast_to(exponent_magnitude(lv), H.shape)[:, :, 1:]
+    GH, EG = path_bound(a_next, src, STEP_DEPTH, tree_slack(length) + ADJOINT_LEAF, w=w_next,
+                        axis=2, reverse=True)
+    Hp, Ep = np.zeros_like(H), np.zeros_like(E)
+    Hp[:, :, 1:], Ep[:, :, 1:] = H[:, :, :-1], E[:, :, :-1]
+    abs_y = (2.0 if cplx else 1.0) * (H * lv["Cx"]).sum(axis=-1)
+    abs_pre = abs_y if lv["Du"] is None else abs_y + lv["Du"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        grads = {"bu": EG, "dA": EG * Hp + GH * Ep + GH * Hp, "Cx": gy * (E + 4.0 * H),
+                 "Du": 3.0 * g_pre,
+                 "gate": None if gate is None else gout * (fwd["y"] + (n + 4.0) * abs_pre)}
+    return grads
+
+
+# ----------------------------------------------------------------------------------------------
 # leaves
 
 
@@ -413,7 +506,7 @@ def _leaves_abs(u, delta, A, Bi, Ci, D, z, delta_bias, delta_softplus):
             dsp=None if not delta_softplus else np.where(x > SOFTPLUS_THRESHOLD, 1.0, f_sigmoid(x)),
         )
     weights = dict(
-        dA=(Dt[..., None] * absA[None, :, None, :]) * (1 + kappa)[..., None],
+        dA=(Dt[..., None] * absA[None, :, None, :]) * (EXP_ARG_ROUNDINGS + kappa)[..., None],
         bu=kappa[..., None], Dt=kappa,
         dsp=dsoftplus_kappa(x, delta_bias is not None, delta_softplus),
     )
@@ -515,15 +608,25 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         out, _, last, _ = forward_core(lv["dA"], lv["bu"], lv["Cx"], lv["Du"], lv["gate"], cplx, MP)
         return [out, last] if return_last_state else [out]
 
+    paths = forward_paths(lv_abs, cplx)
     scales = [abs_out, abs_last] if return_last_state else [abs_out]
     parts = verified_many(compute, scales)
-    out_ref = reference(parts[0], {"abs_out": abs_out, "exp_cond": cond_out,
-                                   "depth": _depth_out(length, n)}, False)
+    out_mag, last_mag = sequence_magnitudes(abs_out, cond_out, abs_last, cond_last, paths, length, n)
+    out_ref = reference(parts[0], out_mag, False)
     if not return_last_state:
         return out_ref
-    last_ref = reference(parts[1], {"abs_state": abs_last, "exp_cond": cond_last,
-                                    "depth": _depth_state(length)}, cplx)
-    return out_ref, last_ref
+    return out_ref, reference(parts[1], last_mag, cplx)
+
+
+def sequence_magnitudes(abs_out, cond_out, abs_last, cond_last, paths, length, n):
+    """The magnitude dicts of a scan's out and last state (module doc): "abs_out"/"abs_state",
+    "exp_cond", "path" (forward_paths), "local_depth" (out: out_local_depth(n); state: 0) and
+    the older uniform "depth" (3 (t+1) + n + 8 / 3 l + 5)."""
+    out = {"abs_out": abs_out, "exp_cond": cond_out, "path": paths["out"],
+           "local_depth": out_local_depth(n), "depth": _depth_out(length, n)}
+    last = {"abs_state": abs_last, "exp_cond": cond_last, "path": paths["last"],
+            "local_depth": 0.0, "depth": _depth_state(length)}
+    return out, last
 
 
 def selective_scan_mp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -722,23 +825,41 @@ def selective_scan_vjp(grad_out, u, delta, A, B, C, D=None, z=None, delta_bias=N
         lv = _leaves_mp(_raw(u, delta, A, Bi, Ci, D, z, delta_bias), Bi, Ci, delta_softplus)
         return run(lv, MP, gmp, glmp)
 
+    paths = vjp_paths(lv_abs, gabs, glabs, cplx, Bi, Ci, has, names)
     parts = verified_many(compute, base)
-    base_depth = 2 * (3 * length + n + 8)
-    counts = {"u": n, "delta": n, "A": b * length, "D": b * length, "delta_bias": b * length,
-              "z": 1, "B": Bi.reduce_count(b, length), "C": Ci.reduce_count(b, length)}
+    depths = vjp_depths(names, Bi, Ci, b, length, n)
     is_cplx = {"A": cplx, "B": Bi.is_complex, "C": Ci.is_complex}
     result = {}
-    for k, part, mag, ec in zip(names, parts, base, cond):
+    for k, part, mag, ec, path in zip(names, parts, base, cond, paths):
         hi, err = part
         info = {"B": Bi, "C": Ci}.get(k)
         if info is not None and info.interleaved:
             hi = info.to_input_layout(hi, True)
-            err = np.repeat(err, 2, axis=-1)
-            mag = np.repeat(mag, 2, axis=-1)
-            ec = np.repeat(ec, 2, axis=-1)
+            err, mag, ec, path = (np.repeat(x, 2, axis=-1) for x in (err, mag, ec, path))
             out_cplx = False
         else:
             out_cplx = is_cplx.get(k, False)
         result[k] = Reference(to_float(hi, complex_out=out_cplx), err,
-                              {"abs_out": mag, "exp_cond": ec, "depth": float(base_depth + counts[k])})
+                              {"abs_out": mag, "exp_cond": ec, "path": path, **depths[k]})
     return result
+
+
+def vjp_paths(lv_abs, gabs, glabs, cplx, Bi, Ci, has, names):
+    """"path" of each gradient in ``names`` (units of u): vjp_leaf_paths pushed through _chain
+    (linear in the leaf gradients, nonnegative coefficients on magnitudes)."""
+    fwd = forward_paths(lv_abs, cplx)
+    gl = vjp_leaf_paths(lv_abs, gabs, glabs, cplx, fwd)
+    g = _chain(gl, lv_abs, Bi, Ci, cplx, ABS, has)
+    return [np.where(np.isnan(g[k]), np.inf, g[k]) for k in names]
+
+
+def vjp_depths(names, Bi, Ci, b, length, n):
+    """Per gradient: "local_depth" = CHAIN_DEPTH + the number of terms it sums (b l for A, D,
+    delta_bias and constant B/C -- a reduction in any order, sequential included, errs by up to
+    that many roundings of its terms' magnitudes; n for u, delta; d or d/g for variable/grouped
+    B/C), and the older uniform "depth" 2 (3 l + n + 8) + that number."""
+    counts = {"u": n, "delta": n, "A": b * length, "D": b * length, "delta_bias": b * length,
+              "z": 1, "B": Bi.reduce_count(b, length), "C": Ci.reduce_count(b, length)}
+    base_depth = 2 * (3 * length + n + 8)
+    return {k: {"local_depth": CHAIN_DEPTH + counts[k], "depth": float(base_depth + counts[k])}
+            for k in names}

@@ -19,21 +19,40 @@ chunk-local inclusive cumulative sum of Dt A), between chunks the recurrence of 
 chunk ends.  All three are evaluated here in multiple precision (MPFR via gmpy2 at mpmath's
 working precision, as oracle/selective_scan.py); ``ssd`` returns the recurrent one.
 
-Error model (as in oracle/selective_scan.py; magnitudes of every output):
+Error model: a path-weighted running error bound (docs/bounds_ssd.md has the derivation).
+Every output is a sum of monomials term_ij = gate_i C_i.B_j exp(sum_{k=j+1..i} Dt_k A) Dt_j x_j
+(D x and S_{-1} alike); a rounding committed at step s reaches output t only through the decays
+between s and t, so the bound of out_t sums, over s <= t, the rounding at s times the product of
+|decays| from s to t -- a second recurrence, evaluated alongside the first (Higham, ch. 3):
   abs_out  -- the recurrence on absolute values of the leaves exp(Dt A), Dt x, B, C, D x,
-              SiLU(z), |S_{-1}|.
-  depth    -- depth_t = 3 (t+1) + 2 n + 8 (per step exp, multiply, add; C.B and C.S dots; leaves).
-  exp_cond -- first-order error through the exponents.  A chunked kernel forms exp(cs_i - cs_j)
-              from chunk-local cumulative sums, so besides the rounding of each Dt_k A (weight
-              w_k = |Dt_k A| (1 + kappa_k)) the exponent of term (i, j) carries the rounding of
-              cs_i and cs_j: up to Q * F_i with F_i = sum_{k = chunk start..i} w_k.  Weights: exp
-              factors Q w_k, the source leaf Dt_j x_j  Q F_j + kappa_j, the output-side gate
-              SiLU(z_i) (all ones without z)  Q F_i  (Q = min(chunk_size, l)).  exp_cond is the
-              derivative of abs_out with respect to scaling the leaves by e^{eps * weight}
-              (an upper bound of the sum over terms of |term| * (exponent error / u)).
-  tolerance: SAFETY * u * (depth * abs_out + exp_cond) + output rounding.
-A kernel using global (not chunk-local) cumulative sums has exponent errors ~ u |cs_global| and
-is rightly outside this bound (MATH.md: segment sums only within stable ranges).
+              SiLU(z), |S_{-1}|: sum_j |term_ij|.
+  depth    -- max(min(l, max(Q, 64)), 6 ceil(log2 l)) + 2 n + 12 (Q = chunk_size), a SCALAR:
+              the roundings the deepest admitted algorithm commits on one path in sums taken in
+              any order -- within a chunk (<= max(Q, 64) terms: the subject's chunk, BLAS/Triton
+              blocks of 64) or in a tree scan (combines 2 log2 l deep, each a product and a
+              multiply-add: 6 log2 l) -- plus the C.B and C.S dots (2 n), the leaves, D x and the
+              gate (12).
+  abs_off  -- the part of abs_out on the paths from an earlier chunk of the subject (and from
+              S_{-1}), with off_depth = 2 ceil(l / Q) + 4: a sum over all chunk states in any
+              order (ssd_minimal's einsum over chunks), or the state passing's |local state|
+              added once per chunk crossed, a tree over chunks (6 log2 nc <= 2 nc + 4).
+  run_out  -- |gate_t| sum_n |C_t| V_t, V_t = |e^{Dt_t A}| V_{t-1} + |S_t| (V_{-1} = 0), with S_t
+              the exact state: the running error of the sequential steps (a multiply, an add, an
+              exp per step, each rounding u |S_t| up to first order since |e^{Dt A} S_{t-1}| <=
+              |S_t| + |Dt x B^T|), of the state passing between chunks (at chunk ends only), and
+              of sums in ascending order across blocks (their partial sums are decayed states);
+              run_depth = RUN_DEPTH = 4.  Values, not magnitudes: a state that sums random signs
+              without decay grows like sqrt(t), its magnitude like t.
+  exp_cond -- first-order error through the exponents (exponent_weights' doc): ONE
+              float32 cumulative sum of Dt A per chunk of the subject (sequential or a tree, as
+              mamba-ssm's _chunk_cumsum_fwd_kernel), direct segment sums within a chunk, a segment
+              sum over chunk totals, exp(Dt_k A) per step; never a cumulative sum over the whole
+              sequence (its exponent error u |cs_global| ~ u t |Dt A| is outside: MATH.md).
+  tolerance: SAFETY * u * (depth * abs_out + off_depth * abs_off + run_depth * run_out
+             + exp_cond) + output rounding (properties/tolerance.py, ssd_terms).
+  VJP: the adjoint on absolute values, depth = 2 (depth + off_depth) + the terms a gradient
+  sums, and run_out: the running errors of the forward and the adjoint (reverse-time)
+  recurrences carried into each gradient (vjp_running).
 """
 from __future__ import annotations
 
@@ -176,20 +195,125 @@ def _leaves_abs(inp, softplus):
             S0=None if inp.S0 is None else np.abs(inp.S0),
         )
     w = np.abs(Dt * inp.A[None, None, :]) * (1 + kappa)       # (b, l, h)
-    Q = min(inp.Q, inp.l)
-    F = np.empty_like(w)                                       # chunk-local cumulative sum of w
-    for c0 in range(0, inp.l, inp.Q):
-        F[:, c0:c0 + inp.Q] = np.cumsum(w[:, c0:c0 + inp.Q], axis=1)
-    # Position-side weights: the source j through Dt_j x_j (and Dt_j, dDt_j in the adjoint),
-    # the output i through the gate (and its derivative); see the module doc.
-    weights = dict(
-        a=Q * w, dtx=(Q * F + kappa)[..., None], Dt=Q * F + kappa,
-        dDt=Q * F + dsoftplus_kappa(v, inp.dt_bias is not None, softplus),
-        gate=(Q * F)[..., None], dgate=(Q * F)[..., None],
-    )
-    path = (Q * np.max(np.sum(w, axis=1), initial=0.0) + 5 * Q * np.max(F, initial=0.0)
-            + 3 * np.max(kappa, initial=0.0) + np.max(weights["dDt"], initial=0.0))
+    dkappa = dsoftplus_kappa(v, inp.dt_bias is not None, softplus)
+    weights, path = exponent_weights(w, kappa, dkappa, inp.Q)
     return lv, weights, path
+
+
+def abs_depths(length, chunk_size, n):
+    """(depth, off_depth) of the module doc (scalars): the roundings on one path in sums of any
+    order, for every admitted algorithm; off_depth only on the paths from an earlier chunk."""
+    log_l = math.ceil(math.log2(length)) if length > 1 else 0
+    return (float(max(min(length, max(chunk_size, 64)), 6 * log_l) + 2 * n + 12),
+            float(2 * math.ceil(length / chunk_size) + 4))
+
+
+def abs_depth(length, chunk_size, n):
+    """depth + off_depth: every path (the VJP's)."""
+    return sum(abs_depths(length, chunk_size, n))
+
+
+def by_chunk_batches(t, Q, fill=0.0):
+    """(b, l, ...) -> (b nc, Q, ...): every chunk of the subject a sequence of its own, the last
+    one padded with ``fill`` (1 for a decay factor, 0 otherwise: the state is kept)."""
+    b, l = t.shape[:2]
+    nc = -(-l // Q)
+    t = np.pad(t, [(0, 0), (0, nc * Q - l)] + [(0, 0)] * (t.ndim - 2), constant_values=fill)
+    return t.reshape((b * nc, Q) + t.shape[2:])
+
+
+def intra_chunk_abs(lv_abs, Q):
+    """The magnitude pass restricted to the paths within one chunk of the subject (states reset
+    to 0 at every chunk start, no S_{-1}): (abs_in (b, l, h, p), abs_state_in (b, h, p, n), the
+    last chunk's own state)."""
+    b, l = lv_abs["dtx"].shape[:2]
+    lv = dict.fromkeys(lv_abs)
+    for k in ("a", "dtx", "B", "C", "Dx", "gate"):
+        if lv_abs[k] is not None:
+            lv[k] = by_chunk_batches(lv_abs[k], Q, 1.0 if k == "a" else 0.0)
+    out, _, S, _ = recurrent_core(lv)
+    return (out.reshape((b, -1) + out.shape[2:])[:, :l],
+            S.reshape((b, -1) + S.shape[1:])[:, -1])
+
+
+RUN_DEPTH = 4.0
+
+
+def exponent_weights(w, kappa, dkappa, Q):
+    """exp_cond's leaf weights (b, l, h): term_ij's exponent error is u times the sum of the
+    weights of its leaves (steps j+1..i, source j, output i); exp_cond = sum |term| (its weights).
+    w_k = |Dt_k A| (1 + kappa_k): the rounding of Dt_k A and of Dt_k itself.  Chunks of the
+    subject (Q steps; the last may be shorter), F_k = sum_{m = chunk start..k} w_m
+    (|cs_k| <= F_k: every Dt A <= 0 has one sign), Flast = F at the chunk's end, d = 2 ceil(log2 Q) + 2.
+    - step k: (nc + 2) w_k + F_k (+ d Flast of the previous chunk at a chunk's first step),
+      nc = ceil(l / Q):
+      * a SEQUENTIAL cumulative sum cs per chunk: fl(cs_k) = (fl(cs_{k-1}) + dA_k)(1 + e_k), so
+        cs_i - cs_j computed from one such sum errs by sum_{k=j+1..i} u |cs_k| <= u sum F_k (the
+        errors before j are shared and cancel); exp(cs_i) (state entering the chunk), the chunk
+        total (state passing) and cs_last - cs_j (chunk state) are differences of the same kind;
+      * direct segment sums within a chunk (segsum: cumulative sums down a column) have partial
+        sums seg_mj <= F_m: the same bound;
+      * a TREE cumulative sum (Triton's tl.cumsum; Blelloch's sweeps are 2 log2 Q deep): each
+        cs_k errs by <= u d F_k on its own (partial sums of one sign are <= |cs_k|).  A term
+        within one chunk has d (F_i + F_j) (output and source weights below); one that leaves
+        the chunk c_j also has d Flast for every chunk c_j .. c_i - 1 whose total (or
+        cs_last - cs_j) it uses: the weight of the first step of the next chunk, which exactly
+        the paths leaving chunk c cross;
+      * a segment sum over the nc chunk totals (ssd_minimal's decay_chunk): its partial sums are
+        <= the term's exponent, at most nc of them: nc w_k per step;
+      * 2 w_k: the subtraction cs_i - cs_j and the rounding of Dt_k A.
+    - source j (Dt_j x_j, Dt_j, dDt_j): d F_j (the tree's cs_j) + kappa_j (Dt_j's own
+      sensitivity; dDt: dkappa);
+    - output i (the gate and its derivative): d F_i (the tree's cs_i).
+    A cumulative sum over the whole sequence errs by ~u |cs_global| ~ u t max|Dt A| even between
+    neighbours, far above these weights at long t: it is outside (MATH.md).
+    Returns (weights, path) with path >= the total weight of any monomial (for exp_cond_of)."""
+    b, l, h = w.shape
+    nc = -(-l // Q)
+    pad = nc * Q - l
+    wc = np.pad(w, ((0, 0), (0, pad), (0, 0))).reshape(b, nc, Q, h)
+    F = np.cumsum(wc, axis=2)
+    boundary = np.zeros_like(F)                   # d Flast(c - 1) at the first step of chunk c
+    boundary[:, 1:, 0] = F[:, :-1, -1]
+    F, boundary = (t.reshape(b, nc * Q, h)[:, :l] for t in (F, boundary))
+    d = 2 * math.ceil(math.log2(min(Q, l))) + 2 if min(Q, l) > 1 else 2
+    step = (nc + 2) * w + F + d * boundary
+    src = d * F
+    weights = dict(a=step, dtx=(src + kappa)[..., None], Dt=src + kappa, dDt=src + dkappa,
+                   gate=(d * F)[..., None], dgate=(d * F)[..., None])
+    path = (np.max(np.sum(step, axis=1), initial=0.0) + 3 * np.max(src, initial=0.0)
+            + 3 * np.max(kappa, initial=0.0) + np.max(dkappa, initial=0.0)
+            + 2 * d * np.max(F, initial=0.0))
+    return weights, path
+
+
+def _signed_leaves(inp, softplus):
+    """float64 values of the leaves (signed): a = e^{Dt A}, Dt x, B, C per head, S_{-1}."""
+    v = inp.dt if inp.dt_bias is None else inp.dt + inp.dt_bias[None, None, :]
+    Dt = np.minimum(np.maximum(f_softplus(v) if softplus else v, inp.lo), inp.hi)
+    gidx = inp.head_group
+    with np.errstate(over="ignore"):
+        a = np.exp(Dt * inp.A[None, None, :])
+    return a, Dt[..., None] * inp.x, inp.B[:, :, gidx], inp.C[:, :, gidx], inp.S0
+
+
+def running_magnitudes(inp, softplus, gate_abs):
+    """run_out (b, l, h, p) = |gate_t| sum_n |C_t| V_t and run_state (b, h, p, n) = V_{l-1}, with
+    V_t = a_t V_{t-1} + |S_t| and S_t = a_t S_{t-1} + Dt_t x_t B_t^T (module doc), in float64.
+    The float64 S_t differs from the exact one by ~l u_64 |S|_abs, a change of the weight that
+    the depth * abs_out term dominates by 13 orders (u_64 l << depth)."""
+    a, dtx, B, C, S0 = _signed_leaves(inp, softplus)
+    b, l, h, p = dtx.shape
+    S = np.zeros((b, h, p, inp.n)) if S0 is None else S0.copy()
+    V = np.zeros_like(S)
+    run = np.empty((b, l, h, p))
+    absC = np.abs(C)
+    for t in range(l):
+        at = a[:, t, :, None, None]
+        S = at * S + dtx[:, t, :, :, None] * B[:, t, :, None, :]
+        V = at * V + np.abs(S)
+        run[:, t] = (V * absC[:, t, :, None, :]).sum(axis=-1)
+    return run * gate_abs, V
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,16 +431,12 @@ def _floatish(v):
 # the oracle
 
 
-def _depth_out(length, n):
-    return (3.0 * np.arange(1, length + 1) + 2 * n + 8)[None, :, None, None]  # (1, l, 1, 1)
-
-
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
         dt_softplus=False, return_final_states=False, dt_limit=DEFAULT_DT_LIMIT):
     """Oracle of mamba-ssm ``mamba_chunk_scan_combined`` (argument order as there; seq_idx,
     cu_seqlens and varlen states are not modelled).  Returns Reference out (b, l, h, p)
-    [, Reference final_states (b, h, p, n)].  Magnitudes: "abs_out", "exp_cond", "depth"
-    (module doc); final states: "abs_state", "exp_cond", "depth" (3 l + 2 n + 8)."""
+    [, Reference final_states (b, h, p, n)].  Magnitudes (module doc): "abs_out" ("abs_state"),
+    "depth", "abs_off", "off_depth", "run_out" ("run_state"), "run_depth", "exp_cond"."""
     inp = _Inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit)
 
     def run_abs(lv):
@@ -325,18 +445,22 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
 
     lv_abs, weights, path = _leaves_abs(inp, dt_softplus)
     (abs_out, abs_S), (cond_out, cond_S) = exp_cond_of(run_abs, lv_abs, weights, path)
+    run_out, run_S = running_magnitudes(inp, dt_softplus, lv_abs["gate"])
 
     def compute():
         out, _, S, _ = recurrent_core(_leaves_mp(inp, inp.raw(), dt_softplus))
         return [out, S] if return_final_states else [out]
 
     parts = verified_many(compute, [abs_out, abs_S] if return_final_states else [abs_out])
-    out_ref = reference(parts[0], {"abs_out": abs_out, "exp_cond": cond_out,
-                                   "depth": _depth_out(inp.l, inp.n)}, False)
+    depth, off_depth = abs_depths(inp.l, inp.Q, inp.n)
+    abs_in, abs_S_in = intra_chunk_abs(lv_abs, inp.Q)
+    common = {"depth": depth, "off_depth": off_depth, "run_depth": RUN_DEPTH}
+    out_ref = reference(parts[0], {"abs_out": abs_out, "abs_off": np.maximum(abs_out - abs_in, 0.0),
+                                   "exp_cond": cond_out, "run_out": run_out, **common}, False)
     if not return_final_states:
         return out_ref
-    return out_ref, reference(parts[1], {"abs_state": abs_S, "exp_cond": cond_S,
-                                         "depth": 3.0 * inp.l + 2 * inp.n + 8}, False)
+    return out_ref, reference(parts[1], {"abs_state": abs_S, "abs_off": np.maximum(abs_S - abs_S_in, 0.0),
+                                         "exp_cond": cond_S, "run_state": run_S, **common}, False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,7 +550,7 @@ def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
     dt_bias, initial_states, by the adjoint (reverse) recurrence in multiple precision.  Returns
     {name: Reference} shaped like the inputs; where dt is clamped by dt_limit its gradient is 0
     (as mamba-ssm's backward).  Magnitudes "abs_out" (the adjoint on absolute values),
-    "exp_cond", "depth" = 2 (3 l + 2 n + 8) + the number of terms each gradient sums."""
+    "exp_cond", "depth" (vjp_depths, a scalar), "run_out" and "run_depth" (vjp_running)."""
     inp, grad_out, grad_final_states, has, names = vjp_inputs(
         grad_out, x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_limit,
         grad_final_states)
@@ -444,16 +568,82 @@ def ssd_vjp(grad_out, x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
     gabs = np.abs(grad_out)
     gfabs = None if grad_final_states is None else np.abs(grad_final_states)
     base, cond = exp_cond_of(lambda lv: run(lv, gabs, gfabs, True), lv_abs, weights, path)
+    runs = vjp_running(inp, dt_softplus, grad_out, grad_final_states, has, names, lv_abs)
     gmp = mp_of(grad_out)
     gfmp = None if grad_final_states is None else mp_of(grad_final_states)
     parts = verified_many(
         lambda: run(_leaves_mp(inp, inp.raw(), dt_softplus, derivatives=True), gmp, gfmp, False),
         base)
+    depths = vjp_depths(inp, has)
+    return {k: reference(part, {"abs_out": mag, "exp_cond": ec, "depth": depths[k],
+                                "run_out": r, "run_depth": RUN_DEPTH}, False)
+            for k, part, mag, ec, r in zip(names, parts, base, cond, runs)}
 
+
+def _signed_gate(inp):
+    return 1.0 if inp.z is None else inp.z * f_sigmoid(inp.z)
+
+
+def vjp_running(inp, softplus, grad_out, grad_final, has, names, lv_abs):
+    """The running errors of the two recurrences a gradient reads, carried into it (float64):
+    forward V_t = a_t V_{t-1} + |S_t| (running_magnitudes) and adjoint
+    V^G_t = a_{t+1} V^G_{t+1} + |G_S_t|, G_S_t = a_{t+1} G_S_{t+1} + G_pre_t C_t^T (+ the final
+    states' cotangent at l - 1), with the exact S and G_S.  Each adjoint step rounds a multiply,
+    an add and an exp: <= 3 u |G_S_t| + u |G_pre C| (the latter in depth), as the forward's."""
+    a, dtx, B, C, S0 = _signed_leaves(inp, softplus)
+    Gpre = grad_out * _signed_gate(inp)
+    b, l, h, p = dtx.shape
+    n = inp.n
+    S_all, V_all, GS_all, VG_all = (np.empty((b, l, h, p, n)) for _ in range(4))
+    S = np.zeros((b, h, p, n)) if S0 is None else S0.copy()
+    V = np.zeros_like(S)
+    for t in range(l):
+        at = a[:, t, :, None, None]
+        S = at * S + dtx[:, t, :, :, None] * B[:, t, :, None, :]
+        V = at * V + np.abs(S)
+        S_all[:, t], V_all[:, t] = S, V
+    G = np.zeros((b, h, p, n)) if grad_final is None else grad_final.copy()
+    VG = np.zeros_like(G)
+    for t in reversed(range(l)):
+        if t + 1 < l:
+            G, VG = a[:, t + 1, :, None, None] * G, a[:, t + 1, :, None, None] * VG
+        G = G + Gpre[:, t, :, :, None] * C[:, t, :, None, :]
+        VG = VG + np.abs(G)
+        GS_all[:, t], VG_all[:, t] = G, VG
+    return vjp_run(inp, has, names, lv_abs, a, dtx, B, C, Gpre, grad_out, S0,
+                   S_all, V_all, GS_all, VG_all)
+
+
+def vjp_run(inp, has, names, lv_abs, a, dtx, B, C, Gpre, gout, S0, S_all, V_all, GS_all, VG_all):
+    """Leaf-level running errors -> input gradients (the abs chain rule, _chain on magnitudes):
+    G_a_t = <G_S_t, S_{t-1}> errs by <V^G_t, |S_{t-1}|> + <|G_S_t|, V_{t-1}>; G_dtx_t = G_S_t B_t
+    by V^G_t |B_t|; G_B_t by sum_p |dtx_t| V^G_t; G_C_t = sum_p G_pre_t S_t by sum_p |G_pre_t| V_t;
+    the gate's cotangent grad_out pre by |grad_out| |C_t| V_t; G_S0 = a_0 G_S_0 by a_0 V^G_0.
+    All arrays (b, l, h, p, n) / leaves as oracle/ssd.py's; returns [run of each gradient]."""
+    b, l, h, p, n = S_all.shape
+    first = np.zeros((b, 1, h, p, n)) if S0 is None else np.abs(S0)[:, None]
+    Sprev = np.concatenate([first, np.abs(S_all[:, :-1])], axis=1)
+    Vprev = np.concatenate([np.zeros((b, 1, h, p, n)), V_all[:, :-1]], axis=1)
+    absB, absC = np.abs(B), np.abs(C)
+    gl = dict(a=(VG_all * Sprev + np.abs(GS_all) * Vprev).sum(axis=(-2, -1)),
+              dtx=(VG_all * absB[:, :, :, None, :]).sum(axis=-1),
+              B=(VG_all * np.abs(dtx)[..., None]).sum(axis=-2),
+              C=(V_all * np.abs(Gpre)[..., None]).sum(axis=-2),
+              Dx=np.zeros((b, l, h, p)),
+              gate=np.abs(gout) * (V_all * absC[:, :, :, None, :]).sum(axis=-1))
+    if S0 is not None:
+        gl["S0"] = a[:, 0, :, None, None] * VG_all[:, 0]
+    g = _chain(gl, lv_abs, inp, has)
+    return [g[k] for k in names]
+
+
+def vjp_depths(inp, has):
+    """The scalar depth of each gradient: the forward's and the adjoint's depth + off_depth
+    (sums of any order on a path, module doc) plus the number of terms the gradient element sums
+    (over n, p, the heads of a group, or b l for A, D, dt_bias); the steps are in run_out."""
     b, length, h, p, n, g = inp.b, inp.l, inp.h, inp.p, inp.n, inp.g
     counts = {"x": n, "dt": p * n, "A": b * length * p * n, "B": (h // g) * p, "C": (h // g) * p,
               "D": b * length * (p if has["D"] and inp.D.ndim == 1 else 1), "z": 1,
               "dt_bias": b * length * p * n, "initial_states": 1}
-    depth0 = 2 * (3 * length + 2 * n + 8)
-    return {k: reference(part, {"abs_out": mag, "exp_cond": ec, "depth": float(depth0 + counts[k])}, False)
-            for k, part, mag, ec in zip(names, parts, base, cond)}
+    beta = abs_depth(length, inp.Q, n)
+    return {k: float(2 * beta + c) for k, c in counts.items()}

@@ -106,7 +106,8 @@ def scan_magnitudes(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_so
     """The oracle's float64 magnitude pass alone (no multiple-precision values): Reference-shaped
     (out, last state) whose "value" is the magnitude abs_out / abs_state (>= |exact value|, so
     the tolerance's output-rounding term stays an upper bound), with the magnitudes
-    "abs_out"/"abs_state", "exp_cond", "depth" exactly as oracle_ss.selective_scan computes them
+    "abs_out"/"abs_state", "exp_cond", "path", "local_depth", "depth" exactly as
+    oracle_ss.selective_scan computes them
     (same functions of oracle/selective_scan.py)."""
     u, delta, A, Bi, Ci, D, z, delta_bias, cplx = oracle_ss._check_inputs(u, delta, A, B, C, D, z,
                                                                           delta_bias)
@@ -121,12 +122,11 @@ def scan_magnitudes(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_so
                                                   delta_softplus)
     (abs_out, abs_last), (cond_out, cond_last) = oracle_ss.exp_cond_of(run_abs, leaves, weights,
                                                                        path)
-    out = Reference(abs_out, np.zeros_like(abs_out),
-                    {"abs_out": abs_out, "exp_cond": cond_out,
-                     "depth": 3.0 * np.arange(1, length + 1) + n + 8})
-    last = Reference(abs_last, np.zeros_like(abs_last),
-                     {"abs_state": abs_last, "exp_cond": cond_last, "depth": 3.0 * length + 5})
-    return out, last
+    paths = oracle_ss.forward_paths(leaves, cplx)
+    out_mag, last_mag = oracle_ss.sequence_magnitudes(abs_out, cond_out, abs_last, cond_last,
+                                                      paths, length, n)
+    return (Reference(abs_out, np.zeros_like(abs_out), out_mag),
+            Reference(abs_last, np.zeros_like(abs_last), last_mag))
 
 
 def _sliced(ref, index):

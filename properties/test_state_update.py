@@ -9,8 +9,9 @@ Bounds: properties/tolerance.py, "Mamba selective scan"; inputs: properties/stra
   left, give the selective scan's output and last state (oracle_ss.selective_scan on the same
   inputs with variable B, C (b, n, l): step t's B, C are the scan's B[..., t], C[..., t]; dt_bias
   is the scan's delta_bias, dt_softplus its delta_softplus; D and z alike). Judged with the
-  scan's tolerance: l steps form the same products as the scan (depth 3 per step, n + 8 for the
-  output), so the scan's bound covers the chain. The state between steps is float32 for half
+  scan's tolerance: l steps form the same products as the scan's loop (3 roundings a step on
+  every term's path, n + 8 for the output), so the scan's path-weighted bound covers the chain
+  (docs/bounds.md). The state between steps is float32 for half
   dtypes (mamba-ssm keeps the decode cache in float32 or the model dtype; a half cache rounds
   the state every step, an error the scan's bound does not contain).
 

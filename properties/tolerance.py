@@ -273,19 +273,28 @@ def dplr_kernel_tol(ref, n: int, r: int, length: int, dtype: str = "float64") ->
 # oracle/ssd.py and oracle/causal_conv1d.py, evaluated on the exact inputs.
 
 def ssd_terms(ref):
-    """SSD (Mamba-2) output, final states, or any gradient of ``ssd_vjp``.
+    """SSD (Mamba-2) output, final states, or any gradient of ``ssd_vjp`` (oracle/ssd.py and
+    its long tier oracle/long_ssd.py; derivation in docs/bounds_ssd.md).
 
-    "depth" (3(t+1) + 2n + 8 for out at step t; 3l + 2n + 8 for the final states; twice the
-    forward depth plus the number of summed terms for a gradient) times "abs_out" (or
-    "abs_state"), the same recurrence on the absolute values of its leaves: every form of SSD --
-    recurrence, semiseparable matrix, chunks with state passing -- forms the same multilinear
-    products with at most that many roundings on any path (Higham, ch. 3).
-    "exp_cond" (depth 1): the first-order error of the exponentials exp(cs_i - cs_j) formed from
-    chunk-local cumulative sums of Dt A, each rounded by up to min(chunk_size, l) u F_i (oracle/ssd.py,
-    module doc). Summed: both are errors of one computation."""
+    A path-weighted bound: a rounding committed at step s reaches step t only through the decays
+    between them, so every term below is a sum over paths of |path| times the roundings on it.
+    "depth" (a scalar: sums of any order within a chunk, tree scans, the dots, the leaves) times
+    "abs_out" (or "abs_state"), the computation on the absolute values of its leaves (Higham,
+    ch. 3), and "off_depth" (sums over chunk states, state passing) times "abs_off", its part on
+    the paths from an earlier chunk; "run_depth" times "run_out" ("run_state"), the running
+    error of the steps: sum over s <= t of the exact |S_s| carried by the decays from s to t
+    (gradients: the forward's and the reverse-time adjoint's, carried into each); "exp_cond" (depth 1): the first-order error of the exponents, formed from one
+    float32 cumulative sum of Dt A per chunk of the subject (or direct segment sums), never one
+    over the whole sequence. Summed: all are errors of one computation."""
     m = ref.magnitudes
     magnitude = m["abs_out"] if "abs_out" in m else m["abs_state"]
-    return [(m["depth"], magnitude), (1, m["exp_cond"])]
+    terms = [(m["depth"], magnitude), (1, m["exp_cond"])]
+    if "abs_off" in m:
+        terms.append((m["off_depth"], m["abs_off"]))
+    run = m.get("run_out", m.get("run_state"))
+    if run is not None:
+        terms.append((m["run_depth"], run))
+    return terms
 
 
 def causal_conv1d_terms(ref):
@@ -363,25 +372,36 @@ def causal_conv1d_vjp_tol(ref, name: str, pre, grad_out, x, weight, activation,
     return tol + SAFETY * extra
 
 
-# --- Mamba selective scan ------------------------------------------------------------------------
-# Roles selective_scan and selective_state_update (docs/mamba_oracles.md, "Error bounds"); the
-# magnitudes are those of oracle/selective_scan.py, evaluated on the exact inputs.
+# --- Linear and selective scans ------------------------------------------------------------------
+# Roles linear_scan, selective_scan and selective_state_update (docs/bounds.md: the path-weighted
+# bound and how each admitted algorithm's paths fit under it); the magnitudes are those of
+# oracle/scan.py, oracle/selective_scan.py and oracle/long_scan.py, evaluated on the exact inputs.
+
+def linear_scan_terms(ref):
+    """linear_scan's h or a gradient of ``linear_scan_vjp``: [(1, "path")], the path-weighted
+    bound sum_j |P_{j,t}||b_j| (2 (t-j) + 2 ceil(log2 l) + 2) (oracle/scan.py, module doc): every
+    loop, chunked scan with state passing or tree scan rounds the term of b_j at most that often."""
+    return [(1, ref.magnitudes["path"])]
+
 
 def selective_scan_terms(ref):
-    """Selective scan out / last state, state-update out / new state, or a gradient of
-    ``selective_scan_vjp``.
+    """Selective scan out / last state, state-update out / new state, a decode sequence's outs
+    and final state, or a gradient of ``selective_scan_vjp``.
 
-    "depth" times "abs_out" (or "abs_state"): the computation is multilinear in its leaves
-    exp(Dt_k A), Dt_j B_j u_j, C, D u, SiLU(z); evaluated on their absolute values it bounds the
-    rounding errors of any evaluation order with at most "depth" roundings on a path (Higham,
-    ch. 3): 3(t+1) + n + 8 for out at step t (exp, multiply, add per step; n for C.h; 8 for the
-    leaves and the gate), 3l + 5 for the last state, n + 11 / 8 for one decode step, twice the
-    forward depth plus the number of summed terms for a gradient. A loop, a tree (Hillis-Steele,
-    Blelloch) or a chunked scan with state passing forms the same products with no deeper path.
-    "exp_cond" (depth 1): exp(Dt_k A) is evaluated at the rounded argument; its error
-    u |Dt_k A| (1 + kappa_k) is a relative error of that factor (kappa_k: the sensitivity of
-    Dt_k to rounding delta + delta_bias). Summed: both are errors of one computation."""
+    Sequences (the oracle's "path" magnitude, oracle/selective_scan.py "Error model"):
+    [(1, path), (local_depth, abs_out or abs_state), (1, exp_cond)]. "path" is the path-weighted
+    running bound: each term Dt_j B_j u_j is charged the roundings on ITS path to step t,
+    3 (t-j) + 2 ceil(log2 l) + 6 (exp, multiply, add per step; a tree's additions; the leaf),
+    plus (t-j+1) |sum of the exponents between j and t| (a decay formed as exp of a cumulative
+    sum within a chunk), carried by the decays between j and t; "local_depth" is what the output
+    side adds (n + 8 for out: C.h, D u, the gate; 0 for a state; the reductions of a gradient).
+    "exp_cond": the exponents' own roundings, weight (3 + kappa_k) |Dt_k A| per factor (exp2 of
+    fl(fl(Dt A) log2 e), Triton's idiom, rounds the argument three times).
+    One decode step (selective_state_update's matches_oracle, no "path"): [(depth, abs), (1,
+    exp_cond)], depth n + 11 for out, 8 for the state. Summed: all are errors of one
+    computation."""
     m = ref.magnitudes
     magnitude = m["abs_out"] if "abs_out" in m else m["abs_state"]
+    if "path" in m:
+        return [(1, m["path"]), (m["local_depth"], magnitude), (1, m["exp_cond"])]
     return [(m["depth"], magnitude), (1, m["exp_cond"])]
-

@@ -4,10 +4,14 @@ your own kernel" example through ``python -m pytest --ssm-subject ...`` and thro
 script, ``import properties`` fails while ``import ssm_conformance`` works, and
 ``ssm_conformance.check`` passes a correct kernel and raises on a wrong one inside a user's test.
 
-The venv sees the system site-packages (torch, NumPy, ... are not installed again; pip runs with
-``--no-index --no-deps --no-build-isolation``: nothing is downloaded), where this checkout may be
-installed editable: that install must not leak generic names either, and the venv must import its
-own copy of the suite.
+The venv sees the site-packages of the environment running this test (torch, NumPy, setuptools,
+... are not installed again; pip runs with ``--no-index --no-deps --no-build-isolation``: nothing
+is downloaded), where this checkout may be installed editable: that install must not leak generic
+names either, and the venv must import its own copy of the suite. Not the *base* interpreter's
+site-packages (``system_site_packages=True``): run from a virtual environment, that is another
+environment, which may lack torch and build with an old setuptools (65.5 has no ``bdist_wheel``
+without the ``wheel`` package; issue 19). The build backend comes from the test extra
+(``setuptools>=70.1``, which builds wheels by itself).
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 import venv
+from pathlib import Path
 
 import pytest
 
@@ -73,8 +79,9 @@ def installed(tmp_path_factory):
         ".git", "__pycache__", "*.egg-info", "build", ".hypothesis", ".pytest_cache",
         "report", ".benchmarks"))  # a copy: building writes into the source tree
     env_dir = base / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    _see_this_environment(python)
     proc = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-deps",
                            "--no-build-isolation", "--quiet", str(source)],
                           capture_output=True, text=True, timeout=600, env=_env())
@@ -82,6 +89,17 @@ def installed(tmp_path_factory):
     user = base / "user"
     user.mkdir()
     return python, env_dir / "bin", user
+
+
+def _see_this_environment(python) -> None:
+    """Put this environment's site-packages on the venv's path, after its own, with a .pth file.
+    Path lines of a .pth are appended as they are: the .pth files inside them (an editable install
+    of this checkout) are not run, so that install cannot leak into the venv."""
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    probe = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    own = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                         check=True, env=_env()).stdout.strip()
+    (Path(own) / "_this_environment.pth").write_text("\n".join(ours) + "\n")
 
 
 def _env() -> dict:
@@ -131,6 +149,9 @@ def test_installed_suite_from_an_empty_directory(installed):
     assert generic == "[]", out
     assert plugin_file.startswith(str(bin_dir.parent)), out
     assert "selective_scan.cu" in cuda_sources, out  # the CUDA sources ship in the wheel
+    # torch and the build backend are this environment's, whatever the base interpreter holds
+    status, out = _run([python, "-c", "import torch; print(torch.__file__)"], user)
+    assert status == 0 and out.strip().startswith(sysconfig.get_paths()["purelib"]), out
     status, out = _run([python, "-c", "import properties"], user)
     assert status != 0 and "No module named 'properties'" in out, out
 

@@ -4,9 +4,12 @@ names the property that caught it, and prints a reproduction that is a generator
 sizes) rather than the long input's numbers -- a reproduction that runs and gives the failing
 value; the same chunked scans without the mistake pass.
 
-Three CLI runs (``ci-noshrink``: the ``ci`` examples, the first failure reported as drawn):
+Four CLI runs (``ci-noshrink``: the ``ci`` examples, the first failure reported as drawn):
 ``-k matches_oracle`` for selective_scan with its control and two wrong subjects and linear_scan
-with its control and one; ``-k decode_equals_scan`` for selective_state_update with its control, a
+with its control and one; ``-k matches_oracle --ssm-max-length 8193`` for selective_scan with
+what the path-weighted bound (docs/bounds.md) rejects and the uniform one admitted -- a bfloat16
+carry every 2048 steps, a 1e-3 relative error past l/2, decays from one global cumulative sum --
+and an exp2-idiom scan it admits; ``-k decode_equals_scan`` for selective_state_update with its control, a
 kernel whose int16 position counter wraps past 2^15 decode steps, and one that hangs mid-sequence
 (found within the 2 s per-call limit, at its step).
 """
@@ -25,6 +28,12 @@ RUNS = {
     "selective_scan": {"selective_scan_chunked_correct": None,
                        "ss_drops_state_past_2048": "matches_oracle",
                        "ss_bf16_carry": "matches_oracle"},
+    # the path-weighted bound (docs/bounds.md), at lengths <= 8193 (--ssm-max-length): what the
+    # uniform bound admitted and this one rejects, and two admitted algorithms
+    "selective_scan_bounds": {"selective_scan_exp2_chunked": None,
+                              "ss_bf16_carry_2048": "matches_oracle",
+                              "ss_late_error": "matches_oracle",
+                              "ss_global_cumsum": "matches_oracle"},
     "linear_scan": {"linear_scan_blocked_correct": None,
                     "ls_resets_between_blocks": "matches_oracle"},
     # decode sequences of up to 2^16 + 1 steps on one cache (properties/test_state_update.py)
@@ -32,7 +41,10 @@ RUNS = {
                                "ssu_int16_position": "decode_equals_scan",
                                "ssu_hangs_at_step_3000": "decode_equals_scan"},
 }
-SELECTED = {"selective_state_update": ["-k", "decode_equals_scan", "--ssm-call-timeout", "2"]}
+SELECTED = {"selective_state_update": ["-k", "decode_equals_scan", "--ssm-call-timeout", "2"],
+            "selective_scan_bounds": ["-k", "matches_oracle and not vjp", "--ssm-max-length",
+                                      "8193"]}
+ROLE = {"selective_scan_bounds": "selective_scan"}   # a run's role, where its key is not one
 XDIST_RUN_KEY = "role"   # one CLI run per role (root conftest.py: xdist groups)
 _DONE = {}
 
@@ -41,7 +53,7 @@ def _run(role, tmp_path_factory):
     if role not in _DONE:
         args = SELECTED.get(role, ["-k", "matches_oracle and not vjp"])
         for name in RUNS[role]:
-            args += ["--ssm-subject", f"{role}={MODULE}:{name}"]
+            args += ["--ssm-subject", f"{ROLE.get(role, role)}={MODULE}:{name}"]
         _DONE[role] = run_suite(*args, profile="ci-noshrink",
                                 report_dir=tmp_path_factory.mktemp(role), timeout=900)
     return _DONE[role]

@@ -3,7 +3,7 @@ properties/test_causal_conv1d.py): the suite, run from its command line, rejects
 and causal conv1d of tests/subjects/mamba_wrong.py -- and the report row of the property expected
 to catch each mistake says "fail" -- and passes the correct subjects, built on other algorithms
 (tests/subjects/ssd_conv1d_correct.py: quadratic form, plain recurrence, our chunked kernel with
-another chunk size; F.conv1d with symmetric padding, unfold, a loop over taps; mamba_wrong's own
+another chunk size, decays from one cumulative sum per chunk; F.conv1d with symmetric padding, unfold, a loop over taps; mamba_wrong's own
 base implementations; and upstream's pure-PyTorch references when tests/subjects/mamba_refs.py
 can load them).
 
@@ -22,6 +22,7 @@ CORRECT = {
     "ssd": ["tests.subjects.ssd_conv1d_correct:ssd_quadratic",
             "tests.subjects.ssd_conv1d_correct:ssd_recurrent",
             "tests.subjects.ssd_conv1d_correct:ssd_chunked_divisor",
+            "tests.subjects.ssd_conv1d_correct:ssd_chunk_cumsum",
             "tests.subjects.mamba_wrong:ssd_correct"],
     "causal_conv1d": ["tests.subjects.ssd_conv1d_correct:conv1d_padded_conv",
                       "tests.subjects.ssd_conv1d_correct:conv1d_unfold",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from ssm_conformance.oracle.scan import (
-    IDENTITY, all_bracketings, combine, exact_pairs, linear_scan, scan_blelloch, scan_blocks,
-    scan_every_bracketing, scan_hillis_steele, scan_sequential, states,
+    IDENTITY, all_bracketings, combine, exact_pairs, linear_scan, linear_scan_vjp, path_bound,
+    path_bound_sequential, scan_blelloch, scan_blocks, scan_every_bracketing, scan_hillis_steele,
+    scan_sequential, states, tree_slack,
 )
 
 U64 = 2.0**-53
@@ -151,6 +152,77 @@ def test_tolerance_from_magnitudes_admits_sequential_and_tree_scans():
         for tree in (scan_hillis_steele(pairs), scan_blelloch(pairs, identity=(dtype(1), dtype(0)))):
             h = np.array([float(p[1]) for p in tree])
             assert np.all(np.abs(h - ref.value) <= tol)
+
+
+def _path_by_definition(a, b, step, c0, w=None, h0=None):
+    """sum_j |P_{j,t}||b_j| (step (t-j) + c0 + (t-j+1) S_{j,t}) term by term (1-D; h0: j = -1)."""
+    length = len(a)
+    terms = [(-1, h0)] if h0 is not None else []
+    terms += list(enumerate(b))
+    out = np.zeros(length)
+    for t in range(length):
+        for j, bj in terms:
+            if j > t:
+                continue
+            P = np.prod(np.abs(a[j + 1:t + 1]))
+            S = 0.0 if w is None else np.sum(w[j + 1:t + 1])
+            out[t] += P * abs(bj) * (step * (t - j) + c0 + (t - j + 1) * S)
+    return out
+
+
+@pytest.mark.parametrize("with_w,h0,reverse", [(False, None, False), (True, None, False),
+                                               (True, 0.7, False), (True, None, True)])
+def test_path_bound_is_its_definition(with_w, h0, reverse):
+    """The running recurrences (sequential and blocked) equal the sum over terms of |term| times
+    its path's depth (oracle/scan.py, module doc), at lengths with a partial last block."""
+    rng = np.random.default_rng(8)
+    for length in (1, 2, 5, 17, 40):
+        a, b = rng.uniform(0.3, 1.0, length), rng.standard_normal(length)
+        w = rng.uniform(0.0, 0.5, length) if with_w else None
+        want = _path_by_definition(*(x if x is None or not reverse else x[::-1]
+                                     for x in (a, b)), 3.0, 7.0,
+                                   None if w is None else (w[::-1] if reverse else w), h0)
+        if reverse:
+            want = want[::-1]
+        for fn in (path_bound, path_bound_sequential):
+            H, path = fn(np.abs(a), np.abs(b), 3.0, 7.0, w=w,
+                         h0=None if h0 is None else np.array(h0), reverse=reverse)
+            np.testing.assert_allclose(path, want, rtol=1e-12)
+
+
+def test_path_weighted_tolerance_admits_loop_chunks_and_trees():
+    """tol = SAFETY u path (+ rounding): a float32 loop, chunked scans with state passing at
+    several chunk sizes, Hillis-Steele and Blelloch, on decays near one (long memory) and mixed,
+    each within it; path is far below the uniform depth * abs_scan late in a fast channel."""
+    rng = np.random.default_rng(5)
+    length = 300
+    for a in (rng.uniform(-1.05, 1.05, length), rng.uniform(0.97, 1.0, length)):
+        a = a.astype(np.float32).astype(np.float64)
+        b = rng.standard_normal(length).astype(np.float32).astype(np.float64)
+        ref = linear_scan(a, b)
+        tol = SAFETY * U32 * ref.magnitudes["path"] + (U32 + U64) * np.abs(ref.value)
+        pairs = [(np.float32(x), np.float32(y)) for x, y in zip(a, b)]
+        results = [_float_scan(a, b, np.float32)]
+        results += [states(scan_blocks(pairs, range(0, length, q))) for q in (1, 7, 64, 256)]
+        results += [states(scan_hillis_steele(pairs)),
+                    states(scan_blelloch(pairs, identity=(np.float32(1), np.float32(0))))]
+        for h in results:
+            assert np.all(np.abs(np.array(h, dtype=np.float64) - ref.value) <= tol)
+    fast = linear_scan(np.full(4096, 0.5), np.ones(4096))
+    ratio = fast.magnitudes["path"] / (fast.magnitudes["depth"] * fast.magnitudes["abs_scan"])
+    assert ratio[-1] < (2 * 1 + tree_slack(4096)) / 8192 * 2   # ~ (2 / (1 - a) + c0) / 2t
+
+
+def test_linear_scan_vjp_path_is_the_products_bound():
+    """dL/da_t = g_t h_{t-1}: path_a = path_g |h_{t-1}| + |g_t| path_h + |g_t h_{t-1}|."""
+    rng = np.random.default_rng(9)
+    a, b, v = rng.uniform(-1, 1, 50), rng.standard_normal(50), rng.standard_normal(50)
+    refs, h = linear_scan_vjp(a, b, v), linear_scan(a, b)
+    g = refs["b"]
+    m = h.magnitudes
+    prev, path_prev = np.r_[0.0, m["abs_scan"][:-1]], np.r_[0.0, m["path"][:-1]]
+    want = g.magnitudes["path"] * prev + g.magnitudes["abs_grad"] * (path_prev + prev)
+    np.testing.assert_allclose(refs["a"].magnitudes["path"], want, rtol=1e-12)
 
 
 def test_a_commuted_scan_is_far_outside_the_tolerance():

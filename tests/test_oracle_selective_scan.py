@@ -9,7 +9,8 @@ import pytest
 
 from ssm_conformance.oracle.precision import to_mp
 from ssm_conformance.oracle.selective_scan import (
-    selective_scan, selective_scan_mp, selective_scan_vjp, selective_state_update,
+    EXP_ARG_ROUNDINGS, selective_scan, selective_scan_mp, selective_scan_vjp,
+    selective_state_update,
 )
 
 U64 = 2.0**-53
@@ -159,7 +160,8 @@ def test_grouped_channels_read_group_d_over_d_per_group():
 
 def test_exp_cond_equals_the_exponent_weighted_recurrence():
     """exp_cond = |gate| sum_n |C| T, T_t = |dA_t| (T_{t-1} + w_t R_{t-1}) + kappa_t |bu_t|,
-    R the abs state: the closed form of the sum over terms of |term| * exponent weights."""
+    R the abs state, w_t = |Dt_t A| (3 + kappa_t) (exp2's three roundings of its argument): the
+    closed form of the sum over terms of |term| * exponent weights."""
     rng = np.random.default_rng(13)
     kw = _inputs(rng, b=1, d=2, n=2, length=12, kind="var")
     out = selective_scan(**kw, delta_softplus=True)
@@ -170,7 +172,7 @@ def test_exp_cond_equals_the_exponent_weighted_recurrence():
     for di in range(2):
         R = T = np.zeros(2)
         for t in range(12):
-            w = Dt[0, di, t] * np.abs(kw["A"][di]) * (1 + kappa[0, di, t])
+            w = Dt[0, di, t] * np.abs(kw["A"][di]) * (EXP_ARG_ROUNDINGS + kappa[0, di, t])
             a = np.exp(Dt[0, di, t] * kw["A"][di])
             bu = np.abs(Dt[0, di, t] * kw["B"][0, :, t] * kw["u"][0, di, t])
             T = a * (T + w * R) + kappa[0, di, t] * bu
@@ -313,3 +315,67 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="state must have shape"):
         selective_state_update(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)), np.ones((3, 1)),
                                np.ones((2, 1)), np.ones((2, 1)))
+
+
+# ----------------------------------------------------------------------------------------------
+# the path-weighted bound admits the accurate float32 algorithms (docs/bounds.md)
+
+
+def _f32_selective(case, decays, chunk=32):
+    """out of a float32 selective scan (real A, variable B, C, D, z, delta_bias, softplus), its
+    decays formed: "exp" exp(fl(Dt A)) in a loop; "exp2" Triton's exp2(fl(Dt fl(A log2 e))) in
+    a loop; "segsum" exp of the float32 sum of the path's exponents within chunks of ``chunk``
+    steps (a stable segment sum), the state passed between chunks by exp of the chunk's sum."""
+    f = np.float32
+    b_, d, l = case.u.shape
+    x = case.delta.astype(f) + case.delta_bias.astype(f)[None, :, None]
+    Dt = np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20)))).astype(f)
+    A = case.A.astype(f)
+    X = (Dt[..., None] * A[None, :, None, :]).astype(f)                    # (b, d, l, n)
+    bu = ((Dt * case.u.astype(f))[..., None] * np.swapaxes(case.B, 1, 2)[:, None].astype(f))
+    Cx = np.swapaxes(case.C, 1, 2)[:, None].astype(f)
+    H = np.zeros(bu.shape, dtype=f)
+    if decays in ("exp", "exp2"):
+        a = (np.exp(X) if decays == "exp" else
+             np.exp2(Dt[..., None] * (A * f(1.4426950408889634))[None, :, None, :])).astype(f)
+        h = np.zeros(bu.shape[:2] + bu.shape[3:], dtype=f)
+        for t in range(l):
+            h = a[:, :, t] * h + bu[:, :, t]
+            H[:, :, t] = h
+    else:
+        carry = np.zeros(bu.shape[:2] + bu.shape[3:], dtype=f)
+        for s in range(0, l, chunk):
+            e = min(l, s + chunk)
+            for t in range(s, e):
+                acc = np.exp(np.sum(X[:, :, s:t + 1], axis=2, dtype=f)) * carry
+                for j in range(s, t + 1):   # exp(sum_{k=j+1..t} X_k), summed in float32
+                    seg = np.zeros_like(carry)
+                    for k in range(j + 1, t + 1):
+                        seg = (seg + X[:, :, k]).astype(f)
+                    acc = (acc + np.exp(seg) * bu[:, :, j]).astype(f)
+                H[:, :, t] = acc
+            carry = H[:, :, e - 1]
+    y = (H * Cx).sum(axis=-1, dtype=f)
+    zf = case.z.astype(f)
+    out = (y + case.D.astype(f)[None, :, None] * case.u.astype(f)) * (zf / (f(1) + np.exp(-zf)))
+    return out.astype(np.float64), H[:, :, -1].astype(np.float64)
+
+
+@pytest.mark.parametrize("decays", ["exp", "exp2", "segsum"])
+def test_path_weighted_tolerance_admits_float32_loops_exp2_and_segment_sums(decays):
+    from ssm_conformance.properties import tolerance as tm
+    from ssm_conformance.properties.strategies.selective import selective_case_from_seed
+
+    case = selective_case_from_seed(seed=4, b=1, d=2, l=96 if decays == "segsum" else 400, n=4,
+                                    D=True, z=True, delta_bias=True)
+    exact = {k: v if k in ("delta_softplus", "return_last_state") or v is None else
+             np.asarray(v, dtype=np.float32).astype(np.float64)   # the subject's inputs
+             for k, v in case.args().items()}
+    out_ref, last_ref = selective_scan(**{**exact, "return_last_state": True})
+    rounded = type("C", (), {k: exact[k] for k in ("u", "delta", "A", "B", "C", "D", "z",
+                                                   "delta_bias")})
+    out, last = _f32_selective(rounded, decays)
+    for got, ref in ((out, out_ref), (last, last_ref)):
+        tol = tm.tolerance(ref, tm.selective_scan_terms(ref), "float32")
+        assert np.all(np.abs(got - ref.value) <= tol), np.max(np.abs(got - ref.value) / tol)
+        assert np.max(np.abs(got - ref.value) / tol) > 1e-4   # the check can see errors

@@ -12,6 +12,7 @@ from ssm_conformance.oracle.causal_conv1d import causal_conv1d, causal_conv1d_vj
 from ssm_conformance.oracle.precision import to_mp
 from ssm_conformance.oracle.selective_scan import selective_scan
 from ssm_conformance.oracle.ssd import ssd, ssd_forms_mp, ssd_vjp
+from ssm_conformance.properties.tolerance import ssd_terms
 
 U64 = 2.0**-53
 U32 = 2.0**-24
@@ -19,9 +20,9 @@ SAFETY = 4.0  # as properties/tolerance.py
 
 
 def _tol(ref, u=U64):
-    m = ref.magnitudes
-    mag = m.get("abs_out", m.get("abs_state"))
-    return SAFETY * u * (m["depth"] * mag + m.get("exp_cond", 0.0)) + (u + U64) * np.abs(ref.value) + ref.error
+    """properties/tolerance.py's model (ssd_terms) at unit roundoff u."""
+    forward = sum(np.asarray(d) * np.asarray(m) for d, m in ssd_terms(ref))
+    return SAFETY * u * forward + (u + U64) * np.abs(ref.value) + ref.error
 
 
 def _inputs(rng, b=2, length=7, h=4, p=3, g=2, n=2, extras=True):
@@ -116,6 +117,61 @@ def test_matches_float64_recurrence_with_every_feature():
     assert out.value.shape == (2, 9, 4, 3) and fin.value.shape == (2, 4, 3, 2)
     assert np.all(np.abs(y - out.value) <= _tol(out))
     assert np.all(np.abs(S - fin.value) <= _tol(fin))
+
+
+def _terms_by_path(kw, chunk):
+    """Brute force over the monomials of a case without S0, D, z (b = 1, g = 1): for every
+    (i, j), |term_ij| per (i, h, p), its exponent-error weight by exponent_weights' definition
+    (steps j+1..i, source j, output i), and whether j lies in an earlier chunk than i."""
+    x, dt, A, B, C = (kw[k] for k in ("x", "dt", "A", "B", "C"))
+    l = x.shape[1]
+    dA = dt[0] * A[None, :]                                           # (l, h)
+    w = np.abs(dA)
+    nc = -(-l // chunk)
+    d = 2 * math.ceil(math.log2(min(chunk, l))) + 2 if min(chunk, l) > 1 else 2
+    F = np.concatenate([np.cumsum(w[c0:c0 + chunk], axis=0) for c0 in range(0, l, chunk)])
+    step = (nc + 2) * w + F
+    for c0 in range(chunk, l, chunk):
+        step[c0] += d * F[c0 - 1]
+    for i in range(l):
+        for j in range(i + 1):
+            mag = (np.abs(C[0, i, 0] * B[0, j, 0]).sum() * np.exp(dA[j + 1:i + 1].sum(axis=0)))[:, None] \
+                * np.abs(dt[0, j][:, None] * x[0, j])                      # (h, p): sum_n |C||B|
+            weight = step[j + 1:i + 1].sum(axis=0) + d * F[j] + d * F[i]
+            yield i, j, mag, weight[:, None], j // chunk < i // chunk
+
+
+@pytest.mark.parametrize("length,chunk", [(11, 4), (9, 9), (7, 1)])
+def test_magnitudes_are_the_sums_over_paths(length, chunk):
+    """abs_out, abs_off, exp_cond and run_out, computed by recurrences, equal their definitions
+    as sums over the monomials (module doc): run_out_t = sum_{s<=t} sum_n |C_t| |S_s| e^{cs_t - cs_s}
+    with S_s the exact state."""
+    rng = np.random.default_rng(length + chunk)
+    kw = _inputs(rng, b=1, length=length, h=2, p=2, g=1, n=3, extras=False)
+    kw["dt"] = np.abs(kw["dt"])
+    ref = ssd(**kw, chunk_size=chunk)
+    abs_out, abs_off, cond = (np.zeros((length, 2, 2)) for _ in range(3))
+    for i, j, mag, weight, off in _terms_by_path(kw, chunk):
+        abs_out[i] += mag
+        abs_off[i] += mag * off
+        cond[i] += mag * weight
+    m = ref.magnitudes
+    np.testing.assert_allclose(m["abs_out"][0], abs_out, rtol=1e-12)
+    np.testing.assert_allclose(m["abs_off"][0], abs_off, rtol=1e-9, atol=1e-12 * abs_out.max())
+    np.testing.assert_allclose(m["exp_cond"][0], cond, rtol=1e-5)   # a difference quotient
+    # run_out from the exact states of the float64 recurrence
+    x, dt, A, B, C = (kw[k] for k in ("x", "dt", "A", "B", "C"))
+    dA = dt[0] * A[None, :]
+    S, states = np.zeros((2, 2, 3)), []
+    for t in range(length):
+        S = np.exp(dA[t])[:, None, None] * S + (dt[0, t][:, None] * x[0, t])[..., None] * B[0, t, 0][None, None, :]
+        states.append(S)
+    run = np.zeros((length, 2, 2))
+    for t in range(length):
+        for s_ in range(t + 1):
+            carry = np.exp(dA[s_ + 1:t + 1].sum(axis=0))[:, None, None]
+            run[t] += (carry * np.abs(states[s_]) * np.abs(C[0, t, 0])[None, None, :]).sum(axis=-1)
+    np.testing.assert_allclose(m["run_out"][0], run, rtol=1e-12)
 
 
 def test_float32_chunked_algorithm_is_within_the_tolerance():

@@ -16,6 +16,21 @@ selective_scan (role semantics: mamba-ssm's selective_scan_ref, CONTRACT.md):
                                     chunks the suite's bound admits it: 3 x 2048 float32 roundings,
                                     SAFETY u depth = 1.5e-3, exceed one bfloat16 rounding, 2^-9 --
                                     a worst-case bound cannot tell them apart.)
+  ss_bf16_carry_2048             -- the same bfloat16 carry with 2048-step chunks (mamba-ssm's
+                                    CUDA chunk): the uniform bound admitted it (3 x 2048 float32
+                                    roundings exceed one bfloat16 rounding); the path-weighted one
+                                    charges a channel only the roundings within its memory.
+  ss_late_error                  -- the control's out, times 1 + LATE_EPS (1e-3) past step l/2 on
+                                    inputs of >= 2^13 - 1 steps: a small late error (a kernel that
+                                    drifts in its second half). The uniform bound admitted it
+                                    (3 t roundings: >= 3e-3 relative past l/2 at 8193 steps).
+  ss_global_cumsum               -- the decays exp(G_t - G_{t-1}) from ONE float32 cumulative sum
+                                    G of Dt A over the whole sequence (a log-space scan): the
+                                    exponent of every factor errs by ~u |G_t|, growing with t.
+                                    Not an admitted algorithm (docs/bounds.md).
+  selective_scan_exp2_chunked    -- a control: the control's loop within chunks of 2048 steps,
+                                    the decays by Triton's idiom exp2(Dt (A log2 e)) (three
+                                    roundings of the exponent, not one): admitted.
 selective_state_update (one decode step; decode_equals_scan runs 2^16 + 1 of them on one cache):
   state_update_correct           -- the control: our torch kernel, the position counted per cache.
   ssu_int16_position             -- keeps the decode position of each cache in an int16 (a ring
@@ -62,10 +77,28 @@ def _chunked(a, bu, chunk, carry):
     return (local + P * incoming[:, :, :, None]).reshape(b, d, nc * chunk, n)[:, :, :l]
 
 
+LATE_EPS = 1e-3
+LATE_MIN_LENGTH = 2**13 - 1
+LOG2E = 1.4426950408889634
+
+
+def _decays(dt, A, mode):
+    """exp(Dt A) (b, d, l, n) in the compute dtype: "exp" as written; "exp2" by Triton's idiom
+    exp2(Dt (A log2 e)); "global_cumsum": exp(G_t - G_{t-1}), G the cumulative sum of Dt A over
+    the whole sequence in the compute dtype (the wrong mode)."""
+    if mode == "exp2":
+        return torch.exp2(dt[..., None] * (A * LOG2E)[:, None, :])
+    x = dt[..., None] * A[:, None, :]
+    if mode == "global_cumsum":
+        G = torch.cumsum(x, dim=2)
+        return torch.exp(G - torch.cat([torch.zeros_like(G[:, :, :1]), G[:, :, :-1]], dim=2))
+    return torch.exp(x)
+
+
 def _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, carry,
-               chunk=SS_CHUNK):
+               chunk=SS_CHUNK, decays="exp"):
     rdt, adt, dt, A, Bx, Cx = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    a = torch.exp(dt[..., None] * A[:, None, :])
+    a = _decays(dt, A, decays)
     bu = ((dt * u.to(rdt))[..., None] * Bx).to(adt)
     h = _chunked(a, bu, chunk, carry)
     out = _finish((h * Cx).sum(-1), u, D, z, rdt, u.dtype)
@@ -94,6 +127,36 @@ def ss_bf16_carry(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
                   return_last_state=False):
     return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                       _bf16, BF16_CHUNK)
+
+
+def ss_bf16_carry_2048(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False):
+    return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                      _bf16, SS_CHUNK)
+
+
+def ss_late_error(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                  return_last_state=False):
+    res = selective_scan_chunked_correct(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                         return_last_state)
+    out = res[0] if return_last_state else res
+    l = out.shape[-1]
+    if l >= LATE_MIN_LENGTH:
+        out = out.clone()
+        out[..., l // 2:] *= 1 + LATE_EPS
+    return (out, res[1]) if return_last_state else out
+
+
+def ss_global_cumsum(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                     return_last_state=False):
+    return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                      lambda H: H, decays="global_cumsum")
+
+
+def selective_scan_exp2_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                                delta_softplus=False, return_last_state=False):
+    return _selective(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                      lambda H: H, decays="exp2")
 
 
 def _linear(a, b, carry):

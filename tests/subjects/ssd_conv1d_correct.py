@@ -14,6 +14,10 @@ ssd (x (b,l,h,p), dt (b,l,h), A (h,), B, C (b,l,g,n); head h reads group h // (h
 - ``ssd_chunked_divisor``: our chunked implementation run with the largest proper divisor of the
   given chunk size (a different blocking; chunks nested in the given ones, so the exponent error
   bound of the given chunk size still covers it).
+- ``ssd_chunk_cumsum``: chunked as mamba-ssm's Triton kernels form their decays: ONE float32
+  cumulative sum cs of Dt A per chunk, every decay exp(cs_i - cs_j), exp(cs_last - cs_j),
+  exp(cs_last), exp(cs_i) a difference of two of its entries (no direct segment sums), states
+  passed between chunks one at a time (written independently of implementations/torch/ssd.py).
 dt transform for all three: Dt = softplus(dt + dt_bias) (torch's threshold 20 as mamba-ssm's) or
 dt + dt_bias, then clamped at 0 from below (mamba_chunk_scan_combined's dt_limit = (0, inf)).
 
@@ -121,6 +125,37 @@ def ssd_chunked_divisor(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None
         dt_bias = None
     return t_ssd.ssd(x, dt, A, B, C, _largest_proper_divisor(int(chunk_size)), D, z, dt_bias,
                      initial_states, dt_softplus, return_final_states)
+
+
+def ssd_chunk_cumsum(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,
+                     initial_states=None, dt_softplus=False, return_final_states=False):
+    """Chunks of chunk_size steps; per chunk cs = cumsum(Dt A) (one float32 cumulative sum, as
+    _chunk_cumsum_fwd_kernel), then y_i = sum_{j<=i in the chunk} C_i.B_j exp(cs_i - cs_j) Dt_j x_j
+    + exp(cs_i) C_i.S_in, S_out = exp(cs_last) S_in + sum_j exp(cs_last - cs_j) Dt_j x_j B_j^T."""
+    rdt, xc, Dt, Ac, Bh, Ch = _ssd_prepare(x, dt, A, B, C, dt_bias, dt_softplus)
+    b, l, h, p = x.shape
+    n = B.shape[3]
+    Q = int(chunk_size)
+    nc = -(-l // Q)
+    pad = nc * Q - l
+    chunks = lambda t: F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)).reshape(b, nc, Q, *t.shape[2:])  # noqa: E731
+    X = chunks(xc * Dt.unsqueeze(-1))                                # (b, c, Q, h, p): Dt x, 0 padded
+    Bc, Cc = chunks(Bh), chunks(Ch)                                  # (b, c, Q, h, n)
+    cs = torch.cumsum(chunks(Dt * Ac), dim=2)                        # (b, c, Q, h), per chunk
+    causal = torch.tril(torch.ones(Q, Q, dtype=torch.bool))
+    expo = (cs.unsqueeze(3) - cs.unsqueeze(2)).masked_fill(~causal[:, :, None], -torch.inf)
+    L = torch.exp(expo)                                              # (b, c, i, j, h)
+    CB = torch.einsum("bcihn,bcjhn->bcijh", Cc, Bc)
+    y = torch.einsum("bcijh,bcjhp->bcihp", CB * L, X)
+    local = torch.einsum("bcjh,bcjhp,bcjhn->bchpn", torch.exp(cs[:, :, -1:] - cs), X, Bc)
+    S = (torch.zeros(b, h, p, n, dtype=rdt) if initial_states is None
+         else initial_states.to(rdt))
+    off = []
+    for c in range(nc):
+        off.append(torch.exp(cs[:, c])[..., None] * torch.einsum("bihn,bhpn->bihp", Cc[:, c], S))
+        S = torch.exp(cs[:, c, -1])[..., None, None] * S + local[:, c]
+    y = (y + torch.stack(off, dim=1)).reshape(b, nc * Q, h, p)[:, :l]
+    return _ssd_finish(y, xc, D, z, x.dtype, S, return_final_states)
 
 
 # ================================================================================================
