@@ -64,6 +64,11 @@ SUBJECTS = [
     Subject("mamba-ssu", "selective_state_update (Triton)", "mamba-ssm", "selective_state_update",
             f"{HERE}/mamba_ssm_triton.py:selective_state_update", True,
             note="as shipped: D and dt_bias optional, as the role says"),
+    Subject("mamba-ssu-with", "selective_state_update (Triton), --ssm-with D,dt_bias",
+            "mamba-ssm", "selective_state_update",
+            f"{HERE}/mamba_ssm_triton.py:selective_state_update", True,
+            options=["--ssm-with", "D,dt_bias"],
+            note="D and dt_bias always given (the finding below): judged on everything else"),
     Subject("mamba-ssu-filled", "selective_state_update (Triton), D/dt_bias zero-filled",
             "mamba-ssm", "selective_state_update",
             f"{HERE}/mamba_ssm_triton.py:selective_state_update_zero_filled", True,
@@ -243,6 +248,12 @@ def _role_features(role: str) -> tuple:
     return ROLES[role].features
 
 
+def _suite_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    return out or "unknown"
+
+
 def _cannot_judge(subject: Subject) -> str:
     """Why this version of the suite (or this checkout) cannot judge ``subject``; "" if it can."""
     from ssm_conformance.properties.roles import ROLES
@@ -250,6 +261,8 @@ def _cannot_judge(subject: Subject) -> str:
         return f"this version of the suite has no role {subject.role}"
     if not (ROOT / subject.target.split(":")[0]).exists() and subject.target.startswith(HERE):
         return f"{subject.target.split(':')[0]} is not in this checkout"
+    if "--ssm-with" in subject.options and not _suite_has_option("--ssm-with"):
+        return "this version of the suite has no --ssm-with"
     missing = [f for f in subject.needs if f not in ROLES[subject.role].features]
     if missing:
         return (f"the subject must be judged without {', '.join(missing)}, features this "
@@ -334,7 +347,7 @@ def judge(subject: Subject, timeout: float, has_with: bool) -> dict:
     return dict(name=subject.name, kernel=subject.kernel, package=subject.package,
                 version=_version(subject.package), role=subject.role, target=subject.target,
                 triton=subject.triton, note=subject.note, options=subject.options,
-                max_length=subject.max_length, dropped_options=dropped,
+                max_length=subject.max_length, dropped_options=dropped, suite=_suite_commit(),
                 never_on_unforced=never_on if not has_with else [],
                 runs=[_summary(r) for r in runs],
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -455,6 +468,9 @@ def render(data: dict) -> str:
         lines.append("")
         if s["note"]:
             lines.append(f"{s['note']}.")
+            lines.append("")
+        if s.get("suite"):
+            lines.append(f"Suite at commit {s['suite']}.")
             lines.append("")
         if s.get("dropped_options"):
             lines.append(f"Features this suite version does not have yet (not passed): "
