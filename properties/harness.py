@@ -15,8 +15,8 @@ import numpy as np
 from hypothesis import assume
 
 from ssm_conformance.oracle.reference import Reference
-from ssm_conformance.properties import diagnosis
-from ssm_conformance.properties.options import RUN, enabled
+from ssm_conformance.properties import diagnosis, precision
+from ssm_conformance.properties.options import RUN, admits, enabled, forced
 from ssm_conformance.properties.report import RECORDER
 from ssm_conformance.properties.roles import Role
 from ssm_conformance.properties.subjects import Subject, SubjectFailure
@@ -138,7 +138,11 @@ class SubjectUnderTest:
         return _float64(self._tensor(np.asarray(array), fp32=False))
 
     # -- calling ---------------------------------------------------------------------------------
-    def describe(self, case) -> str:
+    def describe(self, case, vjp=None) -> str:
+        """The reproduction of ``case``: its inputs as Python source and the call; ``vjp`` (or
+        the vector-Jacobian product last made on ``case``): (wrt, cotangent), and the source
+        also gives the cotangent and the backward call."""
+        vjp = vjp if vjp is not None else self._vjp_of(case)
         args = self.inputs(case)
         fn = self.subject.target.rpartition(":")[2]
         rebuild = getattr(case, "rebuild", None)
@@ -160,11 +164,51 @@ class SubjectUnderTest:
             lines[-1] += f"   # {fn} = {self.subject.target}"
         else:
             lines.append(f"out = {fn}({', '.join(args)})   # {fn} = {self.subject.target}")
+        if vjp is not None:
+            lines[-1:] = self._backward_lines(case, fn, list(args), *vjp)
         return "\n".join(lines)
+
+    def _backward_lines(self, case, fn, names, wrt, cotangent) -> list[str]:
+        """The backward call of ``call_vjp`` as Python source: leaves requiring grad, the call,
+        the cotangent (in the first output's dtype, as the subject's backward receives it) and
+        torch.autograd.grad."""
+        leaves = [n for n in names if n in wrt]
+        long = getattr(case, "rebuild", None) and getattr(case, "cotangent", None) is not None \
+            and np.array_equal(cotangent, self.rounded(case.cotangent))
+        values = "case.cotangent" if long else format_value(np.asarray(cotangent))
+        return ["import numpy as np", "import torch"] + [
+                f"{n} = {n}.detach().clone().requires_grad_(True)" for n in leaves] + [
+                f"out = {fn}({', '.join(names)})   # {fn} = {self.subject.target}",
+                "first = out[0] if isinstance(out, (tuple, list)) else out",
+                f"cot = torch.from_numpy({values}).to(device=first.device, dtype=first.dtype)"
+                "   # the cotangent",
+                f"grads = torch.autograd.grad(first, ({', '.join(leaves)},), cot, "
+                f"allow_unused=True)   # d<first, cot>/d({', '.join(leaves)})"]
+
+    def _vjp_of(self, case):
+        last = getattr(self, "_vjp", None)
+        return last[1] if last is not None and last[0] is case else None
+
+    def admit(self, case) -> None:
+        """The safety net of --ssm-without / --ssm-with (properties/options.py): an example with a
+        left-out feature, or without a forced one of the role, is discarded (the strategies build
+        none; Hypothesis's health check would name a strategy that did, and an explicit example
+        outside the input space is skipped). ``non_contiguous`` is a layout a property applies,
+        not part of the drawn case: forced, only the properties named non_contiguous run."""
+        features = set(getattr(case, "features", ()))
+        if forced("non_contiguous") and "non_contiguous" in self.role.features and \
+                CURRENT_PROPERTY["name"] != "non_contiguous":
+            import pytest
+            pytest.skip("--ssm-with non_contiguous: only the non_contiguous properties run "
+                        "(this one passes contiguous inputs)")
+        if not admits(features | ({"non_contiguous"} & RUN.with_), self.role.features):
+            assume(False)
 
     def call(self, case):
         """The checked call; failures carry the reproduction of ``case``."""
+        self.admit(case)
         self._case = case
+        self._vjp = None
         try:
             out, mutated = self.subject.call(self.inputs(case),
                                              describe=lambda: self.describe(case),
@@ -180,6 +224,7 @@ class SubjectUnderTest:
         """The subject called on each argument mapping of ``steps`` in one worker thread
         (``Subject.call_steps``: a long decode sequence); failures carry the reproduction of
         ``case``."""
+        self.admit(case)
         self._case = case
         try:
             return self.subject.call_steps(steps, watched=watched,
@@ -199,7 +244,9 @@ class SubjectUnderTest:
 
         from ssm_conformance.properties.subjects import NoBackward
 
+        self.admit(case)
         names = list(self.inputs(case))
+        self._vjp = (case, (tuple(wrt), np.asarray(cotangent)))
 
         def wrap(fn):
             def vjp(*args):
@@ -220,6 +267,7 @@ class SubjectUnderTest:
             return vjp
 
         self._case = case
+        self._vjp = (tuple(n for n in names if n in wrt), cotangent)  # the precision panel's
         try:
             (first, grads), _ = self.subject.call(self.inputs(case),
                                                   describe=lambda: self.describe(case),
@@ -356,6 +404,8 @@ class SubjectUnderTest:
                 f"|error| = {abs(got - want):.3e} > tolerance {tol_at:.3e} "
                 f"(error/tolerance = {ratio:.3g})\n"
                 + (f"hint: {name} {found}\n" if found else "") + self._repro(case))
+        # within the bound: the precision verdict (properties/precision.py; sequence roles)
+        precision.judge(self, case, checks)
 
     def judge_finite(self, case, name, out, expected, dtype=None):
         """Fail as non_finite where ``out`` is NaN/Inf and the exact ``expected`` is finite (an
@@ -377,8 +427,9 @@ class SubjectUnderTest:
     def record(self, case, ratio: float, abs_err: float = 0.0, rel_err: float = 0.0):
         """Record one example's figures for a property judged without ``judge`` (e.g. a
         comparison of two calls): ``ratio`` = largest |difference| / its tolerance."""
+        vjp = self._vjp_of(case)
         RECORDER.observe(self, CURRENT_PROPERTY["name"], case, ratio=ratio, abs_err=abs_err,
-                         rel_err=rel_err, describe=self.describe)
+                         rel_err=rel_err, describe=lambda c: self.describe(c, vjp))
 
     def _repro(self, case) -> str:
         return (f"role {self.role.name}, subject {self.subject.name}, dtype {self.dtype}, "
@@ -443,6 +494,15 @@ def skip_unless_grad(sut, case, wrt, cotangent):
         if failure.kind == "no_backward":
             pytest.skip("no backward (not judged without --ssm-grad)")
     pytest.skip("backward not judged (run with --ssm-grad)")
+
+
+def skip_if_forced(*features, reason: str):
+    """Skip a property whose inputs cannot have one of ``features`` when --ssm-with forces it
+    (e.g. a real-only oracle and a forced complex_A): it has no example in the forced space."""
+    import pytest
+    hit = [f for f in features if forced(f)]
+    if hit:
+        pytest.skip(f"--ssm-with {','.join(hit)}: {reason}")
 
 
 def skip_unless_non_contiguous():

@@ -15,11 +15,12 @@ import re
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from ssm_conformance.properties import report
+from ssm_conformance.properties import precision, report
 from ssm_conformance.properties.harness import CURRENT_PROPERTY, SubjectUnderTest
 from ssm_conformance.properties.options import DEFAULT_CALL_TIMEOUT_S, RUN
 from ssm_conformance.properties.report import RECORDER
-from ssm_conformance.properties.roles import DEVICES, DTYPES, NUMPY_DTYPES, ROLES
+from ssm_conformance.properties.roles import (DEVICES, DTYPES, NUMPY_DTYPES, ROLES,
+                                             incompatible_forced)
 from ssm_conformance.properties.subjects import Subject, SubjectFailure, UsageError, load_target
 from ssm_conformance.properties.tolerance import SAFETY, UNIT_ROUNDOFF
 
@@ -68,7 +69,9 @@ def pytest_addoption(parser):
     group.addoption("--ssm-device", default="cpu", metavar="cpu|cuda",
                     help="device of the tensors given to torch roles (default cpu)")
     group.addoption("--ssm-without", default="", metavar="FEATURE[,FEATURE...]",
-                    help="remove features from the input space (per-role names in CONTRACT.md)")
+                    help="remove features from the input space (per-role names: see "
+                         "--ssm-with)")
+    _add_with_option(group)
     group.addoption("--ssm-grad", action="store_true",
                     help="also check backward passes (vector-Jacobian products) of torch subjects")
     group.addoption("--ssm-report", default=None, metavar="DIR",
@@ -82,6 +85,14 @@ def pytest_addoption(parser):
                     help="cap sequence lengths at L for a quick local run (an extension of the "
                          "contract; a capped run is not a conformance verdict at long lengths "
                          "and its report says so)")
+    # the precision verdict (properties/precision.py)
+    group.addoption("--ssm-precision-factor", default="16", metavar="K|off",
+                    help="sequence roles: fail as 'imprecise' a subject whose largest error on "
+                         "a row (batch x channel or head) exceeds K times that of the standard "
+                         "algorithms in the same precision (sequential loop, tree scan, chunked "
+                         "SSD, both tap orders, plain and online softmax) plus a floor of four "
+                         "output-dtype roundings; K >= 1, default 16 (4 bits); 'off' judges by "
+                         "the derived error bound alone ('inaccurate' beyond it, whatever K is)")
 
 
 def _split(text: str) -> list[str]:
@@ -134,6 +145,8 @@ def _parse(config) -> None:
     RUN.numpy_dtypes = tuple(numpy_dtypes)
     RUN.device = device
     RUN.without = without
+    RUN.with_ = _parse_with(config, without, known_features, [r.name for r in roles_in_play],
+                            bool(requested))
     RUN.grad = bool(config.getoption("ssm_grad"))
     RUN.report_dir = config.getoption("ssm_report")
     RUN.call_timeout_s = float(timeout)
@@ -141,6 +154,46 @@ def _parse(config) -> None:
     if max_length is not None and max_length < 1:
         raise UsageError("--ssm-max-length: must be a positive whole number of steps")
     RUN.max_length = max_length
+    try:
+        RUN.precision_factor = precision.parse_factor(config.getoption("ssm_precision_factor"))
+    except ValueError as exc:
+        raise UsageError(f"--ssm-precision-factor: {exc}") from None
+
+
+# --- --ssm-with (forced features) ----------------------------------------------------------------
+
+def _features_help() -> str:
+    """Every role's features, for --help (the names --ssm-with and --ssm-without take)."""
+    return "; ".join(f"{name}: {', '.join(role.features)}" for name, role in ROLES.items()
+                     if role.features)
+
+
+def _add_with_option(group) -> None:
+    group.addoption("--ssm-with", default="", metavar="FEATURE[,FEATURE...]",
+                    help="draw the named features in every example (a kernel that requires, "
+                         "e.g., D or dt_bias is judged on everything else); the report lists "
+                         "them as forced. Features per role: " + _features_help())
+
+
+def _parse_with(config, without: frozenset, known_features: set, roles: list,
+                named_roles: bool) -> frozenset:
+    """The features of --ssm-with; UsageError for an unknown one, one also left out, or a set
+    that no input of one of ``roles`` has together."""
+    forced = frozenset(_split(config.getoption("ssm_with")))
+    unknown = sorted(forced - known_features)
+    if unknown:
+        raise UsageError(f"--ssm-with: unknown feature {', '.join(unknown)} for "
+                         f"{'the named roles' if named_roles else 'any role'}; features: "
+                         f"{', '.join(sorted(known_features)) or '(none)'}")
+    both = sorted(forced & without)
+    if both:
+        raise UsageError(f"--ssm-with and --ssm-without both name {', '.join(both)}: a feature "
+                         f"cannot be forced and left out")
+    for role in roles:
+        clash = incompatible_forced(role, forced)
+        if clash:
+            raise UsageError(f"--ssm-with: {clash}")
+    return forced
 
 
 def pytest_configure(config):
@@ -322,7 +375,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RECORDER.entries:
         return
     terminalreporter.section("SSM conformance")
-    for line in report.terminal_lines(RECORDER.entries.values()):
+    for line in report.terminal_lines(RECORDER.entries.values(), RUN.without, RUN.with_):
         terminalreporter.write_line(line)
     if RUN.report_dir:
         terminalreporter.write_line(f"report written to {RUN.report_dir}/report.md, "
@@ -346,9 +399,10 @@ def pytest_sessionfinish(session, exitstatus):
         "subjects": {role: [s.name for s in subs] for role, subs in RUN.subjects.items()},
         "bundled": not RUN.user_subjects, "dtypes": list(RUN.dtypes),
         "numpy_dtypes": list(RUN.numpy_dtypes), "device": RUN.device,
-        "without": sorted(RUN.without), "grad": RUN.grad, "call_timeout_s": RUN.call_timeout_s,
-        "max_length": RUN.max_length,
+        "without": sorted(RUN.without), "with": sorted(RUN.with_), "grad": RUN.grad,
+        "call_timeout_s": RUN.call_timeout_s,
+        "max_length": RUN.max_length, "precision_factor": RUN.precision_factor,
     }
     report.write(RUN.report_dir, exit_status=int(exitstatus), options=options,
-                 profile=settings._current_profile, without=RUN.without,
+                 profile=settings._current_profile, without=RUN.without, forced=RUN.with_,
                  tolerance={"safety": SAFETY, "unit_roundoff": UNIT_ROUNDOFF})

@@ -16,6 +16,39 @@ class Role:
 
 IMPL = "ssm_conformance.implementations"
 
+# Features beyond CONTRACT.md (issue 19): input classes the strategies drew with no name, named
+# so that each can be left out (--ssm-without) or forced (--ssm-with). The discretize roles'
+# classes of A (strategies/lti.py) and B scaled by 2^+-40 or 0:
+LTI_FEATURES = ("defective_A", "stiff_A", "oscillatory_A", "extreme_B")
+
+# Features that no input has all at once: forcing all of one set is a usage error (role -> list
+# of (set, why)).
+INCOMPATIBLE: dict[str, list[tuple[frozenset, str]]] = {
+    "linear_scan": [(frozenset({"complex", "negative_decay"}),
+                     "negative_decay is a real a_t < 0; complex a has no sign")],
+    "selective_scan": [(frozenset({"constant_B", "constant_C", "grouped_BC"}),
+                        "grouped_BC needs B or C grouped, not both constant")],
+    "dplr_kernel": [(frozenset({"marginal_Lambda", "near_marginal_Lambda"}),
+                     "the suite draws them in different classes of Lambda")],
+    **{f"discretize_{kind}": [
+        (frozenset(pair), "an input has one class of A")
+        for pair in (("defective_A", "stiff_A"), ("defective_A", "oscillatory_A"),
+                     ("stiff_A", "oscillatory_A"))] + (
+        [(frozenset({"singular_A", "stiff_A"}), "stiff A is invertible"),
+         (frozenset({"singular_A", "oscillatory_A"}), "oscillatory A is invertible")]
+        if kind == "zoh" else [])
+       for kind in ("zoh", "bilinear", "euler", "backward_euler")},
+}
+
+
+def incompatible_forced(role: str, forced) -> str | None:
+    """Why the features ``forced`` (--ssm-with) cannot all be drawn in one input of ``role``, or
+    None."""
+    for features, why in INCOMPATIBLE.get(role, []):
+        if features <= set(forced):
+            return f"{', '.join(sorted(features))} cannot all be forced for {role}: {why}"
+    return None
+
 
 def _numpy_and_torch(module: str, attr: str) -> tuple[str, ...]:
     return (f"{IMPL}.numpy.{module}:{attr}", f"{IMPL}.torch.{module}:{attr}")
@@ -24,10 +57,12 @@ def _numpy_and_torch(module: str, attr: str) -> tuple[str, ...]:
 ROLES: dict[str, Role] = {
     role.name: role
     for role in [
-        Role("discretize_zoh", "numpy", ("singular_A",), _numpy_and_torch("discretize", "zoh")),
-        Role("discretize_bilinear", "numpy", (), _numpy_and_torch("discretize", "bilinear")),
-        Role("discretize_euler", "numpy", (), _numpy_and_torch("discretize", "euler")),
-        Role("discretize_backward_euler", "numpy", (),
+        Role("discretize_zoh", "numpy", ("singular_A",) + LTI_FEATURES,
+             _numpy_and_torch("discretize", "zoh")),
+        Role("discretize_bilinear", "numpy", LTI_FEATURES,
+             _numpy_and_torch("discretize", "bilinear")),
+        Role("discretize_euler", "numpy", LTI_FEATURES, _numpy_and_torch("discretize", "euler")),
+        Role("discretize_backward_euler", "numpy", LTI_FEATURES,
              _numpy_and_torch("discretize", "backward_euler")),
         Role("causal_conv", "numpy", (), _numpy_and_torch("convolution", "causal_conv")),
         # S4 family (issue 4): HiPPO constructors exist in NumPy only; kernels in NumPy and torch.
@@ -35,30 +70,30 @@ ROLES: dict[str, Role] = {
         Role("hippo_legt", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_legt",)),
         Role("hippo_lagt", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_lagt",)),
         Role("hippo_fout", "numpy", (), (f"{IMPL}.numpy.hippo:hippo_fout",)),
-        Role("ssm_kernel", "numpy", (), _numpy_and_torch("s4", "ssm_kernel")),
-        Role("s4d_kernel", "numpy", (),
+        Role("ssm_kernel", "numpy", ("jordan_block",), _numpy_and_torch("s4", "ssm_kernel")),
+        Role("s4d_kernel", "numpy", ("slow_modes",),
              (*_numpy_and_torch("s4", "s4d_kernel"), f"{IMPL}.cupy:s4d_kernel")),
-        Role("dplr_kernel", "numpy", ("rank2", "marginal_Lambda"),
+        Role("dplr_kernel", "numpy", ("rank2", "marginal_Lambda", "near_marginal_Lambda"),
              (*_numpy_and_torch("s4", "dplr_kernel"), f"{IMPL}.cupy:dplr_kernel")),
         # every sequence role also has non_contiguous (CONTRACT.md: strided layouts)
-        Role("linear_scan", "torch", ("complex", "non_contiguous"),
+        Role("linear_scan", "torch", ("complex", "zero_decay", "negative_decay", "non_contiguous"),
              (f"{IMPL}.torch.scan:linear_scan",
               f"{IMPL}.torch.scan:linear_scan_parallel")),
         Role("selective_scan", "torch",
              ("complex_A", "constant_B", "constant_C", "grouped_BC", "D", "z", "delta_bias",
-              "delta_softplus", "last_state", "non_contiguous"),
+              "delta_softplus", "last_state", "zero_A", "non_contiguous"),
              (f"{IMPL}.torch.mamba:selective_scan",
               f"{IMPL}.cupy:selective_scan")),
         Role("selective_state_update", "torch",
-             ("D", "z", "dt_bias", "dt_softplus", "non_contiguous"),
+             ("D", "z", "dt_bias", "dt_softplus", "zero_A", "non_contiguous"),
              (f"{IMPL}.torch.mamba:selective_state_update",
               f"{IMPL}.cupy:selective_state_update"), mutates=("state",)),
         Role("ssd", "torch",
              ("D", "z", "dt_bias", "dt_softplus", "initial_states", "final_states", "grouped_BC",
-              "non_contiguous"),
+              "zero_A", "non_pow2_chunk", "non_contiguous"),
              (f"{IMPL}.torch.ssd:ssd",
               f"{IMPL}.cupy:ssd")),
-        Role("causal_conv1d", "torch", ("bias", "silu", "non_contiguous"),
+        Role("causal_conv1d", "torch", ("bias", "silu", "integer_x", "non_contiguous"),
              (f"{IMPL}.torch.mamba:causal_conv1d",
               f"{IMPL}.cupy:causal_conv1d")),
         Role("attention", "torch", ("causal", "scale", "non_contiguous"),

@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 import sys
-from numbers import Integral
+from numbers import Integral, Real
 
 import pytest
 
@@ -22,7 +22,8 @@ _DEFAULT_DTYPES = ("float32",)  # the default: each role in the pytest run's def
 _PROFILES = ("dev", "ci", "ci-noshrink", "thorough")
 
 
-def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples=None):
+def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples=None,
+          with_=(), precision_factor=16):
     """Judge ``fn`` as ``role`` (../shared/CONTRACT.md) and return the per-property records.
 
     role: a role of the contract, e.g. "selective_scan". fn: the kernel (any callable with the
@@ -31,9 +32,12 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
     float32 where this version of the suite has that option); left at its default, each role is
     tested as the pytest run tests it by default (torch roles float32, NumPy roles float64).
     without: features removed from the input space (``--ssm-without``). grad: also judge the
-    backward pass (``--ssm-grad``). max_examples: examples per property (default: the Hypothesis
-    profile's: ``ci`` where the CI environment variable is set, else ``dev``; a profile selected
+    backward pass (``--ssm-grad``). with_: features drawn in every example (``--ssm-with``; a
+    kernel that requires an optional argument is judged on everything else). max_examples:
+    examples per property (default: the Hypothesis profile's: ``ci`` where the CI environment variable is set, else ``dev``; a profile selected
     in the surrounding pytest run, e.g. ``--hypothesis-profile thorough``, is kept).
+    precision_factor: K of the precision verdict (``--ssm-precision-factor``): a number >= 1
+    (default 16), or "off" / None to judge by the error bound alone.
 
     Returns one dict per (property, dtype): the report.json row (``verdict``, ``max_ratio``,
     ``examples``, ``features_exercised``, ``feature_examples``, ``worst_example``, ...) plus
@@ -43,6 +47,8 @@ def check(role, fn, dtypes=_DEFAULT_DTYPES, without=(), grad=False, max_examples
     from ssm_conformance.properties.roles import ROLES
 
     spec = _validate(role, fn, dtypes, without, grad, max_examples, ROLES)
+    spec += _validate_with(role, with_, without, ROLES)
+    spec += ["--ssm-precision-factor", _precision_factor(precision_factor)]
     # the user's configuration (addopts: -n, -x, ...) does not apply to the suite's run
     args = ["-p", PLUGIN, "-W", QUIET_REWRITE, "-q", "--no-header", "-p", "no:cacheprovider",
             "-o", "addopts=", "-o", "python_files=test_*.py", *spec,
@@ -105,6 +111,47 @@ def _validate(role, fn, dtypes, without, grad, max_examples, roles) -> list[str]
     if grad:
         options.append("--ssm-grad")
     return options
+
+
+def _precision_factor(value) -> str:
+    """The --ssm-precision-factor argument for ``precision_factor``; TypeError/ValueError naming
+    it for anything but a number >= 1, "off" or None."""
+    from ssm_conformance.properties.precision import parse_factor
+
+    if value is None:
+        return "off"
+    if isinstance(value, bool) or not isinstance(value, (str, Real)):
+        raise TypeError(f"precision_factor: expected a number >= 1 or 'off', got {value!r}")
+    try:
+        factor = parse_factor(value)
+    except ValueError as exc:
+        raise ValueError(f"precision_factor: {exc}") from None
+    return "off" if factor is None else repr(factor)
+
+
+def _validate_with(role, with_, without, roles) -> list[str]:
+    """The ``--ssm-with`` option for ``with_`` (forced features); ValueError/TypeError naming it."""
+    if isinstance(with_, str):
+        with_ = (with_,)
+    try:
+        with_ = tuple(with_)
+    except TypeError:
+        raise TypeError(f"with_: expected a tuple of feature names, got "
+                        f"{type(with_).__name__}") from None
+    features = roles[role].features
+    unknown = [f for f in with_ if f not in features]
+    if unknown:
+        raise ValueError(f"with_: unknown feature {', '.join(map(repr, unknown))} of role "
+                         f"{role!r}; its features: {', '.join(features) or '(none)'}")
+    both = [f for f in with_ if f in ((without,) if isinstance(without, str) else tuple(without))]
+    if both:
+        raise ValueError(f"with_: {', '.join(map(repr, both))} also in without: a feature "
+                         f"cannot be forced and left out")
+    from ssm_conformance.properties.roles import incompatible_forced
+    clash = incompatible_forced(role, with_)
+    if clash:
+        raise ValueError(f"with_: {clash}")
+    return ["--ssm-with", ",".join(with_)] if with_ else []
 
 
 def _profile(max_examples) -> str:
@@ -180,7 +227,7 @@ def _run(args, role, fn) -> list[dict]:
         with contextlib.redirect_stdout(output):
             status = int(pytest.main(args, plugins=[_Subject(role, fn)]))
         entries = list(RECORDER.entries.values())
-        without = RUN.without
+        without, forced = RUN.without, RUN.with_
     finally:
         RUN.__dict__.update(saved_run)
         RECORDER.entries = saved_entries
@@ -191,7 +238,7 @@ def _run(args, role, fn) -> list[dict]:
         sys.modules.update(saved_modules)
     rows = []
     for entry in sorted(entries, key=lambda e: (e.property, e.dtype)):
-        row = entry.as_json(without)
+        row = entry.as_json(without, forced)
         row.update(ratio=row["max_ratio"], features=row["features_exercised"])
         rows.append(row)
     failed = [r for r in rows if r["verdict"] == "fail"]

@@ -10,6 +10,7 @@ import pytest
 from tests.cli import ROOT, run_suite
 
 CONV = "causal_conv=tests.subjects.lti_correct:causal_conv_np_convolve"
+ZOH = "discretize_zoh=implementations.numpy.discretize:zoh"
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -25,6 +26,10 @@ CONV = "causal_conv=tests.subjects.lti_correct:causal_conv_np_convolve"
     ([CONV.join(["--ssm-subject=", ""]), "--ssm-dtype", "float8"], "unknown dtype"),
     (["--ssm-device", "tpu"], "unknown device"),
     (["--ssm-subject", CONV, "--ssm-without", "singular_A"], "unknown feature"),
+    (["--ssm-subject", CONV, "--ssm-with", "singular_A"], "--ssm-with: unknown feature"),
+    (["--ssm-subject", ZOH, "--ssm-with", "singular_A", "--ssm-without", "singular_A,extreme_B"],
+     "cannot be forced and left out"),
+    (["--ssm-subject", ZOH, "--ssm-with", "stiff_A,oscillatory_A"], "cannot all be forced"),
 ])
 def test_usage_error_is_one_line_and_exit_4(args, needle):
     run = run_suite(*args)
@@ -106,16 +111,44 @@ def test_without_feature_is_reported_left_out(tmp_path):
                     "--ssm-without", "singular_A", report_dir=tmp_path, profile="dev")
     assert run.status == 0, run.output
     (row,) = run.report["results"]
-    assert row["features_left_out"] == ["singular_A"] and row["features_exercised"] == []
-    assert row["feature_examples"] == {"singular_A": 0}
+    assert row["features_left_out"] == ["singular_A"] and "singular_A" not in \
+        row["features_exercised"]
+    assert row["feature_examples"]["singular_A"] == 0
     assert "singular_A" in (tmp_path / "report.md").read_text()
+
+
+def test_with_feature_is_in_every_example_and_reported_forced(tmp_path):
+    run = run_suite("--ssm-subject", ZOH, "--ssm-with", "singular_A,extreme_B",
+                    report_dir=tmp_path, profile="dev")
+    assert run.status == 0, run.output
+    (row,) = run.report["results"]
+    assert row["features_forced"] == ["extreme_B", "singular_A"]
+    assert row["feature_examples"]["singular_A"] == row["feature_examples"]["extreme_B"] == \
+        row["examples"] > 0
+    assert run.report["options"]["with"] == ["extreme_B", "singular_A"]
+    md = (tmp_path / "report.md").read_text()
+    assert "forced (--ssm-with) extreme_B, singular_A" in md and "singular_A (" in md
+    assert "forced features (--ssm-with, in every example): extreme_B, singular_A" in run.output
+
+
+def test_help_lists_the_features_of_every_role():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    text = " ".join(proc.stdout.split())
+    assert "--ssm-with=FEATURE[,FEATURE...]" in text
+    for feature in ("zero_decay", "negative_decay", "jordan_block", "defective_A", "slow_modes",
+                    "near_marginal_Lambda", "zero_A", "non_pow2_chunk", "integer_x"):
+        assert feature in text, feature
 
 
 def test_singular_feature_is_exercised_by_default(tmp_path):
     run = run_suite("--ssm-subject", "discretize_zoh=implementations.numpy.discretize:zoh",
                     report_dir=tmp_path, profile="dev")
     (row,) = run.report["results"]
-    assert row["features_exercised"] == ["singular_A"] and row["features_not_drawn"] == []
+    assert "singular_A" in row["features_exercised"]
+    assert "singular_A" not in row["features_not_drawn"] and row["features_forced"] == []
     assert 0 < row["feature_examples"]["singular_A"] <= row["examples"]
 
 

@@ -64,6 +64,12 @@ def conv_scaled(u, K):  # wrong: 1 + 2^-20 times the convolution
     (dict(max_examples=0), ValueError, "max_examples"),
     (dict(max_examples=2.5), TypeError, "max_examples"),
     (dict(grad="yes"), TypeError, "grad:"),
+    (dict(with_=("singular_A",)), ValueError, "with_: unknown feature 'singular_A'"),
+    (dict(with_=3), TypeError, "with_:"),
+    (dict(role="discretize_zoh", with_=("singular_A",), without=("singular_A",)), ValueError,
+     "with_: 'singular_A' also in without"),
+    (dict(role="discretize_zoh", with_=("stiff_A", "oscillatory_A")), ValueError,
+     "cannot all be forced"),
 ])
 def test_check_rejects_bad_arguments_naming_them(kwargs, error, needle):
     args = dict(role="causal_conv", fn=conv_np)
@@ -80,6 +86,14 @@ def test_check_passes_a_correct_kernel_and_leaves_the_session_as_it_was():
     assert row["examples"] >= 10 and 0 < row["ratio"] == row["max_ratio"] <= 1
     assert row["subject"] == f"{__name__}:conv_np" and row["features"] == []
     assert (dict(RUN.__dict__), RECORDER.entries) == before
+
+
+def test_check_with_forces_features():
+    from ssm_conformance.implementations.numpy.discretize import zoh
+    (row,) = check("discretize_zoh", zoh, with_=("singular_A", "defective_A"), max_examples=8)
+    assert row["verdict"] == "pass" and row["features_forced"] == ["defective_A", "singular_A"]
+    assert row["feature_examples"]["singular_A"] == row["feature_examples"]["defective_A"] == \
+        row["examples"] > 0
 
 
 def test_check_raises_on_a_wrong_kernel_with_the_reproduction():
@@ -227,3 +241,50 @@ def test_installed_checkout_runs_from_another_directory(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
+
+
+def test_backward_reproduction_gives_the_cotangent_and_the_backward_call():
+    """A VJP failure's reproduction (issue 19): the leaves, the call, the cotangent exactly as
+    the subject's backward receives it and torch.autograd.grad; run, it gives the gradients the
+    harness judged."""
+    import torch
+
+    from ssm_conformance.properties.harness import SubjectUnderTest
+    from ssm_conformance.properties.roles import ROLES
+    from ssm_conformance.properties.strategies.scans import ScanCase
+    from ssm_conformance.properties.subjects import Subject
+    from tests.subjects.backward_subjects import scan_bwd_no_conj
+
+    rng = np.random.default_rng(0)
+    case = ScanCase(a=rng.uniform(-1, 1, 5), b=rng.standard_normal(5), a_kind="uniform")
+    subject = Subject("linear_scan", "tests.subjects.backward_subjects:scan_bwd_no_conj",
+                      scan_bwd_no_conj)
+    sut = SubjectUnderTest(subject, ROLES["linear_scan"], "float32")
+    cot = sut.rounded(rng.standard_normal(5))
+    _, grads = sut.call_vjp(case, ("a", "b"), cot)
+    text = sut.describe(case)
+    assert "cot = torch.from_numpy(np.array([" in text
+    assert "grads = torch.autograd.grad(first, (a, b,), cot" in text
+    namespace = {"scan_bwd_no_conj": scan_bwd_no_conj}
+    exec(text, namespace)   # noqa: S102 - the printed reproduction, run as a user would
+    assert torch.equal(namespace["grads"][0], grads["a"])
+    assert torch.equal(namespace["grads"][1], grads["b"])
+    sut.call(case)   # a forward call on the case: its reproduction is the forward call again
+    assert "autograd" not in sut.describe(case)
+
+
+def test_passing_long_role_report_is_small_and_the_run_has_no_jit_warnings(tmp_path):
+    """report.json of a passing SSD run (the worst examples' inputs were inlined: 204 KB for one
+    run) stays under 50 KB; the worst examples are summarized. The run, with deprecation
+    warnings shown, emits none from torch.jit (issue 19)."""
+    run = run_suite("--ssm-subject", "ssd=ssm_conformance.implementations.torch.ssd:ssd",
+                    "-k", "(matches_oracle and not vjp) or non_contiguous", "--ssm-max-length",
+                    "128", "-W", "default::DeprecationWarning", profile="dev",
+                    report_dir=tmp_path)
+    assert run.status == 0, run.output[-3000:]
+    assert (tmp_path / "report.json").stat().st_size < 50_000
+    for row in run.report["results"]:
+        worst = row["worst_example"]
+        assert worst["case"].startswith("SSDCase(") or "ssd_case_from_seed(" in worst["case"]
+        assert len(worst["reproduction"]) <= 4200
+    assert "torch.jit" not in run.output and "DeprecationWarning" not in run.output

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import assume, example, strategies as st
 
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import coin, enabled, forced, pick
 from ssm_conformance.properties.strategies.common import lengths, seeds
 
 REGIMES = ("ordinary", "extreme", "dominant", "equal")
@@ -102,12 +102,22 @@ LONG_KEYS = tuple(v for k in range(11, 15) for v in (2**k - 1, 2**k, 2**k + 1)) 
 LONG_THRESHOLD = 1024  # keys beyond the drawn range: the long tier judges
 
 
+def _long_scale(i: int):
+    """The scale of long case i: None, 0.5, None, 2.0 in turn (0.5 for None where scale is
+    forced, None for all where it is left out)."""
+    scale = (None, 0.5, None, 2.0)[i % 4]
+    if forced("scale") and scale is None:
+        return 0.5
+    return scale if enabled("scale") else None
+
+
 def long_cases():
     from ssm_conformance.properties.options import length_cap
     cases = []
     for i, s in enumerate(LONG_KEYS):
         kw = dict(shape=(1, 1 + i % 2, 2 + i % 3, length_cap(s), (4, 8, 16)[i % 3]),
-                  is_causal=i % 3 == 1, scale=(None, 0.5, None, 2.0)[i % 4],
+                  is_causal=pick("causal", i % 3 == 1),
+                  scale=_long_scale(i),
                   regime=("ordinary", "dominant", "extreme", "ordinary")[i % 4], seed=3000 + i)
         case = make_case(**kw)
         case.rebuild = ("ssm_conformance.properties.strategies.attention",
@@ -148,9 +158,9 @@ def attention_cases(draw, budget=BUDGET, causal_only=False):
     seed = draw(seeds())
     regime = draw(st.sampled_from(REGIMES))
     v_exp = draw(st.integers(-6, 6))
-    is_causal = enabled("causal") and (causal_only or draw(st.booleans()))
+    is_causal = forced("causal") or (enabled("causal") and (causal_only or draw(st.booleans())))
     scale = None
-    if enabled("scale") and draw(st.booleans()):
+    if coin(draw, "scale"):
         scale = draw(st.sampled_from(SCALES))
         scale = 1.0 / e if scale == "1/e" else scale
     return make_case((b, h, l, s, e), is_causal, scale, regime, seed, v_exp=v_exp,
@@ -169,11 +179,11 @@ def drawn_long_attention_cases(draw):
     e = draw(st.sampled_from([v for v in (1, 2, 4, 8, 16, 32, 64) if v <= room] or [1]))
     h = draw(st.sampled_from([v for v in (1, 2) if v * e <= room] or [1]))
     scale = None
-    if enabled("scale") and draw(st.booleans()):
+    if coin(draw, "scale"):
         scale = draw(st.sampled_from(SCALES))
         scale = 1.0 / e if scale == "1/e" else scale
     kw = dict(shape=(1, h, draw(st.integers(1, 8)), s, e),
-              is_causal=enabled("causal") and draw(st.booleans()), scale=scale,
+              is_causal=coin(draw, "causal"), scale=scale,
               regime=draw(st.sampled_from(REGIMES)), seed=draw(seeds()))
     case = make_case(**kw)
     case.rebuild = ("ssm_conformance.properties.strategies.attention",

@@ -6,6 +6,11 @@ integer unimodular similarity, so exactly defective in float64), oscillatory (sk
 a negative shift, eigenvalues with large imaginary parts), stiff (eigenvalues spread over four
 decades, ||A dt|| up to 2000), zero. Sizes n = 1..16, B (n, m) with m = 1..4 columns, scaled
 by 2^0, 2^+-12, 2^+-40 or 0, dt from 1e-6 to 1e2, and ||A dt|| from 1e-8 to 30 (stiff: to 2000).
+
+Named classes (issue 19; beyond CONTRACT.md), each left out by --ssm-without and drawn in every
+example by --ssm-with: ``defective_A`` (the defective and nilpotent classes, n >= 2: not
+diagonalizable, an eigendecomposition-based expm breaks), ``stiff_A``, ``oscillatory_A``, and
+``extreme_B`` (B scaled by 2^+-40 or 0). ``singular_A`` (discretize_zoh) is numerical rank < n.
 """
 from __future__ import annotations
 
@@ -14,11 +19,37 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import assume, strategies as st
 
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import enabled, forced
 from ssm_conformance.properties.strategies.common import log_uniform, power_of_two_near
 
 KINDS = ("dense", "diagonal", "singular", "nilpotent", "defective", "oscillatory", "stiff", "zero")
 SINGULAR_KINDS = {"singular", "nilpotent", "zero"}
+# the named classes of A (module docstring): feature -> kinds
+CLASS_KINDS = {"defective_A": ("defective", "nilpotent"), "stiff_A": ("stiff",),
+               "oscillatory_A": ("oscillatory",)}
+B_SCALES = (1.0, 1.0, 2.0**-40, 2.0**-12, 2.0**12, 2.0**40, 0.0)
+EXTREME_B = (2.0**-40, 2.0**40, 0.0)
+
+
+def _kinds(singular_feature):
+    """The classes of A the options allow: a left-out class is not drawn, a forced one only."""
+    kinds = [k for k in KINDS if singular_feature is None or enabled(singular_feature)
+             or k not in SINGULAR_KINDS]
+    kinds = [k for k in kinds if all(enabled(f) or k not in ks for f, ks in CLASS_KINDS.items())]
+    for feature, ks in CLASS_KINDS.items():
+        if forced(feature):
+            kinds = [k for k in kinds if k in ks]
+    if singular_feature is not None and forced(singular_feature):
+        kinds = [k for k in kinds if k in SINGULAR_KINDS]
+    return kinds or ["dense"]   # an impossible combination is refused by the option parser
+
+
+def class_features(kind: str, A: np.ndarray) -> set:
+    """The named classes (stiff_A, oscillatory_A, defective_A) of ``A`` drawn as ``kind``."""
+    out = {f for f, ks in CLASS_KINDS.items() if kind in ks}
+    if kind in CLASS_KINDS["defective_A"] and (A.shape[0] < 2 or not np.any(A)):
+        out.discard("defective_A")   # 1 x 1 (or zero): diagonalizable
+    return out
 
 
 @dataclass
@@ -81,10 +112,9 @@ def lti_cases(draw, max_n: int = 16, singular_feature: str | None = None):
     """Draw (A, B, dt). ``singular_feature``: the role feature name that singular A exercises
     (discretize_zoh's ``singular_A``); when it is removed by --ssm-without, singular classes
     are not drawn."""
-    kinds = [k for k in KINDS if singular_feature is None or enabled(singular_feature)
-             or k not in SINGULAR_KINDS]
-    kind = draw(st.sampled_from(kinds))
-    n = draw(st.integers(1, max_n))
+    kind = draw(st.sampled_from(_kinds(singular_feature)))
+    # a forced defective_A needs n >= 2 (a 1 x 1 matrix is diagonal)
+    n = draw(st.integers(2 if forced("defective_A") else 1, max_n))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     entries = draw(st.sampled_from(["normal", "integer"]))
@@ -100,8 +130,11 @@ def lti_cases(draw, max_n: int = 16, singular_feature: str | None = None):
     B = rng.standard_normal((n, m))
     # B over many binades: Van Loan's block grows with ||B||, and Ad must not care; and B = 0
     # (a Van Loan block as small as A dt itself)
-    B = B * draw(st.sampled_from([1.0, 1.0, 2.0**-40, 2.0**-12, 2.0**12, 2.0**40, 0.0]))
-    features = set()
+    scales = [x for x in B_SCALES if (x in EXTREME_B and enabled("extreme_B"))
+              or (x not in EXTREME_B and not forced("extreme_B"))]
+    scale = draw(st.sampled_from(scales))
+    B = B * scale
+    features = class_features(kind, A) | ({"extreme_B"} if scale in EXTREME_B else set())
     if singular_feature and np.linalg.matrix_rank(A) < n:  # numerically singular
         # integer and diagonal draws are often singular by chance; a Jordan block at 0 always is
         assume(enabled(singular_feature))

@@ -43,6 +43,11 @@ What is drawn, and why:
   Some Re lambda_i = 0 exactly (imaginary, HiPPO LegT/LagT/FouT) is the feature
   ``marginal_Lambda``: the generating-function algorithm is singular there (g(z_j) = lambda_i);
   ``--ssm-without marginal_Lambda`` leaves those kinds out (every Re lambda_i < 0).
+* Named classes (issue 19; beyond CONTRACT.md), each left out by --ssm-without and drawn in
+  every example by --ssm-with: ``jordan_block`` (ssm_kernel's Jordan block at 1), ``slow_modes``
+  (s4d_kernel's "slow" kind), ``near_marginal_Lambda`` (dplr_kernel: some Re lambda_i != 0 with
+  |Re lambda_i| dt < 2^-10, a mode that loses less than 0.1% a step; left out, every such
+  rate is raised to 2^-10 / dt, and HiPPO-LegS (Re lambda = -1/2) gets dt >= 2^-9).
 """
 from __future__ import annotations
 
@@ -53,7 +58,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ssm_conformance.implementations.numpy import hippo as np_hippo
-from ssm_conformance.properties.options import enabled
+from ssm_conformance.properties.options import enabled, forced
 from ssm_conformance.properties.strategies.common import log_uniform, seeds
 
 MAX_N = 64
@@ -224,6 +229,13 @@ def hippo_cases(draw, measure: str, max_n: int = MAX_N):
 SSM_KINDS = ("stable_dense", "orthogonal", "diagonal", "jordan", "nonnormal", "hippo")
 
 
+def _allowed(kinds, feature: str, feature_kinds) -> list:
+    """``kinds`` less ``feature_kinds`` when ``feature`` is left out, only those when forced."""
+    if forced(feature):
+        return [k for k in kinds if k in feature_kinds]
+    return [k for k in kinds if enabled(feature) or k not in feature_kinds]
+
+
 def _ssm_matrix(kind: str, n: int, rng: np.random.Generator, draw):
     if kind == "stable_dense":
         G = rng.standard_normal((n, n))
@@ -253,11 +265,11 @@ def _ssm_matrix(kind: str, n: int, rng: np.random.Generator, draw):
 def ssm_cases(draw, max_n: int = MAX_N, max_l: int = MAX_L, budget: int = DENSE_BUDGET):
     n, L = _sizes(draw, max_n=max_n, max_l=max_l, budget=budget, power=2)
     rng = _rng(draw(seeds()), n, L)
-    kind = str(rng.choice(SSM_KINDS))
+    kind = str(rng.choice(_allowed(SSM_KINDS, "jordan_block", ("jordan",))))
     Ad = _ssm_matrix(kind, n, rng, draw)
     scale = 2.0 ** draw(st.sampled_from([0, 0, -20, 20]))
     return SSMCase(Ad=Ad, Bd=rng.standard_normal(n) * scale, C=rng.standard_normal(n), L=L,
-                   kind=kind)
+                   kind=kind, features=frozenset({"jordan_block"} if kind == "jordan" else ()))
 
 
 # --- s4d_kernel ----------------------------------------------------------------------------------
@@ -284,11 +296,11 @@ def _s4d_lambda(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 def s4d_cases(draw, max_n: int = MAX_N, max_l: int = MAX_L, budget: int = DIAGONAL_BUDGET):
     n, L = _sizes(draw, max_n=max_n, max_l=max_l, budget=budget, power=1)
     rng = _rng(draw(seeds()), n, L)
-    kind = str(rng.choice(S4D_KINDS))
+    kind = str(rng.choice(_allowed(S4D_KINDS, "slow_modes", ("slow",))))
     Lam = _s4d_lambda(kind, n, rng).astype(np.complex128)
     B = np.ones(n, dtype=np.complex128) if draw(st.booleans()) else _complex_normal(rng, n)
     return S4DCase(Lambda=Lam, B=B, C=_complex_normal(rng, n), dt=draw(log_uniform(-4, 0)), L=L,
-                   kind=kind)
+                   kind=kind, features=frozenset({"slow_modes"} if kind == "slow" else ()))
 
 
 # --- dplr_kernel ---------------------------------------------------------------------------------
@@ -298,6 +310,14 @@ DPLR_KINDS = ("dissipative", "imaginary", "general", "hippo-legs", "hippo-legt",
 # kinds with some Re Lambda_i = 0 exactly (the feature marginal_Lambda): the HiPPO DPLR forms
 # other than LegS have Re Lambda = 0 (the dissipation is all in P), "imaginary" by construction
 MARGINAL_KINDS = ("imaginary", "hippo-legt", "hippo-lagt", "hippo-fout")
+RANK1_KINDS = ("hippo-legs", "hippo-lagt", "hippo-fout")
+# near_marginal_Lambda: some Re lambda_i != 0 with |Re lambda_i| dt below this (module docstring)
+NEAR_MARGINAL = 2.0**-10
+
+
+def near_marginal(Lam: np.ndarray, dt: float) -> bool:
+    rate = np.abs(np.real(Lam)) * dt
+    return bool(np.any((rate > 0) & (rate < NEAR_MARGINAL)))
 
 
 def _hippo_dplr(draw, measure: str, n: int, rng: np.random.Generator):
@@ -319,8 +339,14 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
     kinds = [k for k in DPLR_KINDS if k != "hippo-legt" or (enabled("rank2") and n >= 2)]
     if not enabled("marginal_Lambda"):  # every Re Lambda < 0: no "imaginary", no LegT/LagT/FouT
         kinds = [k for k in kinds if k not in MARGINAL_KINDS]
+    if forced("rank2"):
+        kinds = [k for k in kinds if k not in RANK1_KINDS]
+    if forced("marginal_Lambda"):
+        kinds = [k for k in kinds if k in MARGINAL_KINDS]
+    if forced("near_marginal_Lambda"):   # a tiny rate in a drawn Lambda (below)
+        kinds = [k for k in kinds if k in ("dissipative", "general")]
     rng = _rng(draw(seeds()), n, L)
-    kind = str(rng.choice(kinds))
+    kind = str(rng.choice(kinds or ["dissipative"]))
     if kind == "hippo-fout" and n % 2:
         n += 1  # FouT exists for even N only
     if kind == "hippo-legt":
@@ -328,9 +354,11 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
     elif kind.startswith("hippo"):
         rank = 1
     else:
-        rank = 2 if enabled("rank2") and rng.random() < 0.5 else 1
+        rank = 2 if forced("rank2") or (enabled("rank2") and rng.random() < 0.5) else 1
     visible = rng.random() < 0.5
     dt = draw(log_uniform(-3, 1))
+    if kind == "hippo-legs" and not enabled("near_marginal_Lambda"):
+        dt = max(dt, 2 * NEAR_MARGINAL)   # Re lambda = -1/2: |Re lambda| dt >= 2^-10
     if kind.startswith("hippo"):
         Lam, P, Q, B, C = _hippo_dplr(draw, kind.partition("-")[2], n, rng)
     else:
@@ -339,6 +367,8 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
             a = np.zeros(n)
         else:
             a = np.exp(rng.uniform(np.log(1e-3), np.log(2.0), n))
+            if forced("near_marginal_Lambda"):   # one mode that barely decays
+                a[rng.integers(n)] = NEAR_MARGINAL / dt * 10.0 ** -rng.uniform(0.0, 2.0)
         b = rng.uniform(-im_scale, im_scale, n)
         if kind == "imaginary" and rng.random() < 0.5:
             b[rng.integers(n)] = 0.0  # lambda = 0 exactly: met by g(z_0) = g(1) = 0
@@ -359,11 +389,15 @@ def dplr_cases(draw, max_n: int = 24, max_l: int = MAX_L, budget: int = DPLR_BUD
                 s = target / (L * dt * rate)
                 if s < 1:
                     a, P, Q = a * s, P * math.sqrt(s), Q * math.sqrt(s)
+        if not enabled("near_marginal_Lambda"):   # raise slow rates to 2^-10 / dt (stays stable)
+            a = np.where(a > 0, np.maximum(a, NEAR_MARGINAL / dt), a)
         Lam = -a + 1j * b
         B, C = _complex_normal(rng, n), _complex_normal(rng, n)
     features = {"rank2"} if rank == 2 else set()
     if np.any(np.real(Lam) == 0):
         features.add("marginal_Lambda")
+    if near_marginal(Lam, dt):
+        features.add("near_marginal_Lambda")
     features = frozenset(features)
     return DPLRCase(Lambda=np.asarray(Lam, np.complex128), P=np.asarray(P, np.complex128),
                     Q=np.asarray(Q, np.complex128), B=np.asarray(B, np.complex128),

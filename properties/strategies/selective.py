@@ -24,6 +24,11 @@ exp(Delta A) never grows. delta + bias is kept >= 1e-6 away from 20 (the branch 
 e^-20 ~ 2e-9 in Delta, is in no tolerance term and visible in float64; docs/mamba_oracles.md).
 u scaled by 2^-4..2^4, B and C by 2^-2..2^2, z in N(0, 2^2) (SiLU near 0 and saturated).
 Half dtypes: A, D, delta_bias (and constant B/C, as mamba-ssm's weights) are float32 (``fp32``).
+
+Named class (issue 19; beyond CONTRACT.md): ``zero_A``, some entries of A exactly 0 (no decay: the
+"near_zero" kind draws them; a kernel that divides by A or takes log(-A) breaks there). Left out
+(--ssm-without zero_A), no entry is 0; forced (--ssm-with zero_A), every A has one. Every feature
+forced by --ssm-with is on in every example (properties/options.py).
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled, length_cap
+from ssm_conformance.properties.options import coin, enabled, forced, length_cap, pick
 from ssm_conformance.properties.strategies.common import lengths, seeds
 from ssm_conformance.properties.strategies.long_sequences import (call_source as _call_source,
                                                                  long_lengths, long_profile)
@@ -121,18 +126,53 @@ def time_slice(case: SelectiveCase, start: int, stop: int) -> dict:
     return out
 
 
-def _A(kind, d, n, rng):
+def _A(kind, d, n, rng, zeros=True):
+    """Real A (d, n) of ``kind``; ``zeros``: the near_zero kind's exact zeros (zero_A) kept."""
     if kind == "s4d_real":
         return -np.tile(np.arange(1.0, n + 1), (d, 1))
     if kind == "lognormal":
         return -np.exp(rng.standard_normal((d, n)))
     if kind == "near_zero":
         A = -(10.0 ** -rng.uniform(1, 7, size=(d, n)))
-        A[rng.random((d, n)) < 0.25] = 0.0
+        mask = rng.random((d, n)) < 0.25
+        if zeros:
+            A[mask] = 0.0
         return A
-    parts = [_A(k, d, n, rng) for k in A_KINDS[:3]]
-    pick = rng.integers(0, 3, size=(d, n))
-    return np.choose(pick, parts)
+    parts = [_A(k, d, n, rng, zeros) for k in A_KINDS[:3]]
+    choice = rng.integers(0, 3, size=(d, n))
+    return np.choose(choice, parts)
+
+
+def zero_A_flag():
+    """The ``zero_A`` argument of the case builders: True forced, False left out, None drawn as
+    the kind draws it."""
+    return True if forced("zero_A") else (None if enabled("zero_A") else False)
+
+
+def with_zero_A(A, zero, rng):
+    """A (complex part included) with at least one entry set to exactly 0 when ``zero``."""
+    if zero:
+        A = A.copy()
+        A.flat[rng.integers(A.size)] = 0.0
+    return A
+
+
+def _bc_forms(name: str, need_groups: bool = True) -> list:
+    """The forms of B or C (``name``) the options allow: constant (constant_B / constant_C),
+    grouped (grouped_BC), variable; a forced constant form only."""
+    if forced(f"constant_{name}"):
+        return ["constant"]
+    return (["variable"] + (["constant"] if enabled(f"constant_{name}") else [])
+            + (["grouped"] if enabled("grouped_BC") and need_groups else []))
+
+
+def _force_groups(B_kind: str, C_kind: str) -> tuple:
+    """A forced grouped_BC: B or C grouped (the one not forced constant)."""
+    if forced("grouped_BC") and "grouped" not in (B_kind, C_kind):
+        if forced("constant_C"):
+            return "grouped", C_kind
+        return B_kind, "grouped"
+    return B_kind, C_kind
 
 
 def _delta(kind, shape, softplus, rng):
@@ -225,11 +265,10 @@ def selective_cases(draw, max_elements=ORACLE_ELEMENTS, max_length=1100, min_len
     """Inputs of ``selective_scan``. ``last_state``: None draws return_last_state, True/False
     forces it. ``real_only`` leaves complex A out (properties whose oracle is real only).
     ``max_decay``: A scaled per channel so that Dt |Re A| <= max_decay (see _limit_decay)."""
-    cplx = enabled("complex_A") and not real_only and draw(st.booleans())
-    B_kind = draw(st.sampled_from(["variable"] + (["constant"] if enabled("constant_B") else [])
-                                  + (["grouped"] if enabled("grouped_BC") else [])))
-    C_kind = draw(st.sampled_from(["variable"] + (["constant"] if enabled("constant_C") else [])
-                                  + (["grouped"] if enabled("grouped_BC") else [])))
+    cplx = not real_only and coin(draw, "complex_A")
+    B_kind = draw(st.sampled_from(_bc_forms("B")))
+    C_kind = draw(st.sampled_from(_bc_forms("C")))
+    B_kind, C_kind = _force_groups(B_kind, C_kind)
     grouped = "grouped" in (B_kind, C_kind)
     b, d, l, n = draw(_dims(max_elements, min_batch, min_length, max_length, cplx, grouped))
     rng = np.random.default_rng(draw(seeds()))
@@ -240,16 +279,18 @@ def selective_cases(draw, max_elements=ORACLE_ELEMENTS, max_length=1100, min_len
     proper = [x for x in proper if fits(x)]
     g = draw(st.sampled_from(proper * 3 + [x for x in (1, d) if fits(x)] if proper
                              else [x for x in divisors if fits(x)]))
-    softplus = enabled("delta_softplus") and draw(st.booleans())
-    has = {f: enabled(f) and draw(st.booleans()) for f in ("D", "z", "delta_bias")}
-    ret_last = (enabled("last_state") and draw(st.booleans())) if last_state is None else last_state
+    softplus = coin(draw, "delta_softplus")
+    has = {f: coin(draw, f) for f in ("D", "z", "delta_bias")}
+    ret_last = coin(draw, "last_state") if last_state is None else last_state
 
     a_kind = draw(st.sampled_from(A_KINDS))
-    A = _A(a_kind, d, n, rng)
+    zero = zero_A_flag()
+    A = _A(a_kind, d, n, rng, zero is not False)
     if cplx:
         imag = (np.pi * np.tile(np.arange(n), (d, 1)) if draw(st.booleans())
                 else rng.uniform(-10, 10, size=(d, n)))
         A = A + 1j * imag
+    A = with_zero_A(A, zero, rng)
     delta_kind = draw(st.sampled_from(SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS))
     delta = _delta(delta_kind, (b, d, l), softplus, rng)
     if has["delta_bias"]:
@@ -272,6 +313,7 @@ def selective_cases(draw, max_elements=ORACLE_ELEMENTS, max_length=1100, min_len
     features |= {"grouped_BC"} if grouped else set()
     features |= {"delta_softplus"} if softplus else set()
     features |= {"last_state"} if ret_last else set()
+    features |= {"zero_A"} if np.any(A == 0) else set()
     fp32 = ("A", "D", "delta_bias") + tuple(name for name, kind in (("B", B_kind), ("C", C_kind))
                                             if kind == "constant")
     info = {"A": a_kind, "delta": delta_kind, "B": B_kind, "C": C_kind}
@@ -328,10 +370,11 @@ def state_update_cases(draw):
     n = draw(st.sampled_from(STATE_SIZES))
     d = draw(st.sampled_from([x for x in (1, 2, 3, 5, 8, 16, 64) if b * x * n <= 1 << 14] or [1]))
     rng = np.random.default_rng(draw(seeds()))
-    softplus = enabled("dt_softplus") and draw(st.booleans())
-    has = {f: enabled(f) and draw(st.booleans()) for f in ("D", "z", "dt_bias")}
+    softplus = coin(draw, "dt_softplus")
+    has = {f: coin(draw, f) for f in ("D", "z", "dt_bias")}
     a_kind = draw(st.sampled_from(A_KINDS))
-    A = _A(a_kind, d, n, rng)
+    zero = zero_A_flag()
+    A = with_zero_A(_A(a_kind, d, n, rng, zero is not False), zero, rng)
     dt_kind = draw(st.sampled_from(SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS))
     dt = _delta(dt_kind, (b, d, 1), softplus, rng)
     if has["dt_bias"]:
@@ -347,6 +390,7 @@ def state_update_cases(draw):
     D = rng.standard_normal(d) if has["D"] else None
     z = 2.0 * rng.standard_normal((b, d)) if has["z"] else None
     features = {f for f, on in has.items() if on} | ({"dt_softplus"} if softplus else set())
+    features |= {"zero_A"} if np.any(A == 0) else set()
     return StateUpdateCase(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=bias,
                            dt_softplus=softplus, features=frozenset(features),
                            info={"A": a_kind, "dt": dt_kind})
@@ -406,8 +450,8 @@ def decode_cases(draw, max_steps=48, max_elements=2048):
     b*d*n*l <= 2048, real A, B and C per step (b, n, l)."""
     b, d, l, n = draw(_dims(max_elements, 1, 1, max_steps, False, False))
     rng = np.random.default_rng(draw(seeds()))
-    softplus = enabled("dt_softplus") and draw(st.booleans())
-    has = {f: enabled(f) and draw(st.booleans()) for f in ("D", "z", "dt_bias")}
+    softplus = coin(draw, "dt_softplus")
+    has = {f: coin(draw, f) for f in ("D", "z", "dt_bias")}
     a_kind = draw(st.sampled_from(A_KINDS))
     dt_kind = draw(st.sampled_from(SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS))
     dt = _delta(dt_kind, (b, d, l), softplus, rng)
@@ -416,9 +460,12 @@ def decode_cases(draw, max_steps=48, max_elements=2048):
     else:
         bias = None
     features = {f for f, on in has.items() if on} | ({"dt_softplus"} if softplus else set())
-    return DecodeCase(state=np.zeros((b, d, n)),
-                      x=rng.standard_normal((b, d, l)) * 2.0 ** draw(st.integers(-4, 4)),
-                      dt=_away_from_threshold(dt, bias), A=_A(a_kind, d, n, rng),
+    x = rng.standard_normal((b, d, l)) * 2.0 ** draw(st.integers(-4, 4))
+    zero = zero_A_flag()
+    A = with_zero_A(_A(a_kind, d, n, rng, zero is not False), zero, rng)
+    features |= {"zero_A"} if np.any(A == 0) else set()
+    return DecodeCase(state=np.zeros((b, d, n)), x=x,
+                      dt=_away_from_threshold(dt, bias), A=A,
                       B=rng.standard_normal((b, n, l)) * 2.0 ** draw(st.integers(-2, 2)),
                       C=rng.standard_normal((b, n, l)) * 2.0 ** draw(st.integers(-2, 2)),
                       D=rng.standard_normal(d) if has["D"] else None,
@@ -440,17 +487,21 @@ _MODULE = "ssm_conformance.properties.strategies.selective"
 def selective_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", delta="typical",
                              softplus=True, B="variable", C="variable", g=1, D=False, z=False,
                              delta_bias=False, last_state=False, complex_A=False,
-                             max_decay=None) -> SelectiveCase:
+                             max_decay=None, zero_A=None) -> SelectiveCase:
     """The SelectiveCase of ``seed`` with the given sizes and features (kinds as in
     ``selective_cases``: A in A_KINDS, delta in SOFTPLUS_DELTA_KINDS or PLAIN_DELTA_KINDS, B and C
-    "variable", "constant" or "grouped" with g groups); deterministic."""
+    "variable", "constant" or "grouped" with g groups; ``zero_A``: None, A's zeros as its kind
+    draws them, False none, True at least one); deterministic."""
     kwargs = dict(seed=seed, b=b, d=d, l=l, n=n, A=A, delta=delta, softplus=softplus, B=B, C=C,
                   g=g, D=D, z=z, delta_bias=delta_bias, last_state=last_state,
                   complex_A=complex_A, max_decay=max_decay)
+    if zero_A is not None:
+        kwargs["zero_A"] = zero_A
     rng = np.random.default_rng(seed)
-    Am = _A(A, d, n, rng)
+    Am = _A(A, d, n, rng, zero_A is not False)
     if complex_A:
         Am = Am + 1j * np.pi * np.tile(np.arange(n), (d, 1))
+    Am = with_zero_A(Am, zero_A, rng)
     dm = _delta(delta, (b, d, l), softplus, rng)
     bias = None
     if delta_bias:
@@ -467,6 +518,7 @@ def selective_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", delta
     features |= {"constant_B"} if B == "constant" else set()
     features |= {"constant_C"} if C == "constant" else set()
     features |= {"grouped_BC"} if "grouped" in (B, C) else set()
+    features |= {"zero_A"} if np.any(Am == 0) else set()
     fp32 = ("A", "D", "delta_bias") + tuple(name for name, kind in (("B", B), ("C", C))
                                             if kind == "constant")
     case = SelectiveCase(u=u, delta=dm, A=Am, B=Bm, C=Cm,
@@ -491,12 +543,14 @@ def explicit_selective(lengths, max_decay=None):
     for i, l in enumerate(lengths):
         coin = np.random.default_rng(7700 + i).random(len(_FEATURES)) < 0.5
         on = dict(zip(_FEATURES, coin.tolist()))
-        on = {f: v and enabled({"softplus": "delta_softplus"}.get(f, f)) for f, v in on.items()}
+        on = {f: pick({"softplus": "delta_softplus"}.get(f, f), v) for f, v in on.items()}
         forms = [("variable", "variable"), ("constant", "variable"), ("variable", "grouped"),
                  ("grouped", "constant")][i % 4]
-        forms = tuple(f if f == "variable" or enabled({"constant": "constant_" + name,
+        forms = tuple("constant" if forced("constant_" + name) else
+                      f if f == "variable" or enabled({"constant": "constant_" + name,
                                                        "grouped": "grouped_BC"}[f])
                       else "variable" for f, name in zip(forms, "BC"))
+        forms = _force_groups(*forms)
         d = 2 if "grouped" in forms else 1 + (i % 2)
         softplus = on["softplus"]
         kinds = SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS
@@ -505,7 +559,8 @@ def explicit_selective(lengths, max_decay=None):
                           delta=kinds[i % len(kinds)], softplus=softplus, B=forms[0],
                           C=forms[1], g=2 if "grouped" in forms else 1, D=on["D"], z=on["z"],
                           delta_bias=on["delta_bias"], last_state=on["last_state"],
-                          complex_A=on["complex_A"], max_decay=max_decay))
+                          complex_A=on["complex_A"], max_decay=max_decay,
+                          **({} if zero_A_flag() is None else {"zero_A": zero_A_flag()})))
     return cases
 
 
@@ -519,25 +574,28 @@ def long_selective_cases(draw, min_length=ORACLE_ELEMENTS + 1, max_decay=None):
     n = draw(st.sampled_from([x for x in STATE_SIZES if x <= room] or [1]))
     d = draw(st.sampled_from([x for x in (1, 2, 4, 8) if x * n <= room] or [1]))
     b = draw(st.sampled_from([x for x in (1, 2) if x * d * n <= room] or [1]))
-    forms = ["variable"] + (["grouped"] if enabled("grouped_BC") and d > 1 else [])
-    B = draw(st.sampled_from(forms + (["constant"] if enabled("constant_B") else [])))
-    C = draw(st.sampled_from(forms + (["constant"] if enabled("constant_C") else [])))
-    softplus = enabled("delta_softplus") and draw(st.booleans())
-    on = {f: enabled(f) and draw(st.booleans()) for f in ("D", "z", "delta_bias")}
+    B = draw(st.sampled_from(_bc_forms("B", d > 1 or forced("grouped_BC"))))
+    C = draw(st.sampled_from(_bc_forms("C", d > 1 or forced("grouped_BC"))))
+    B, C = _force_groups(B, C)
+    softplus = coin(draw, "delta_softplus")
+    on = {f: coin(draw, f) for f in ("D", "z", "delta_bias")}
     return selective_case_from_seed(
         draw(seeds()), b, d, l, n, A=draw(st.sampled_from(A_KINDS)),
         delta=draw(st.sampled_from(SOFTPLUS_DELTA_KINDS if softplus else PLAIN_DELTA_KINDS)),
         softplus=softplus, B=B, C=C, g=d if d > 1 and "grouped" in (B, C) else 1, **on,
-        last_state=enabled("last_state") and draw(st.booleans()),
-        complex_A=enabled("complex_A") and draw(st.booleans()), max_decay=max_decay)
+        last_state=coin(draw, "last_state"), complex_A=coin(draw, "complex_A"),
+        max_decay=max_decay, zero_A=zero_A_flag())
 
 
 def decode_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", dt="typical",
-                          dt_softplus=True, D=False, z=False, dt_bias=False) -> DecodeCase:
-    """The DecodeCase of ``seed``: l decode steps from a zero state (kinds as in decode_cases);
-    deterministic."""
+                          dt_softplus=True, D=False, z=False, dt_bias=False,
+                          zero_A=None) -> DecodeCase:
+    """The DecodeCase of ``seed``: l decode steps from a zero state (kinds as in decode_cases;
+    ``zero_A`` as in selective_case_from_seed); deterministic."""
     kwargs = dict(seed=seed, b=b, d=d, l=l, n=n, A=A, dt=dt, dt_softplus=dt_softplus, D=D, z=z,
                   dt_bias=dt_bias)
+    if zero_A is not None:
+        kwargs["zero_A"] = zero_A
     rng = np.random.default_rng(seed)
     dtm = _delta(dt, (b, d, l), dt_softplus, rng)
     bias = None
@@ -545,8 +603,11 @@ def decode_case_from_seed(seed, b=1, d=1, l=2048, n=2, *, A="s4d_real", dt="typi
         bias = rng.uniform(-4.0, 4.0, size=d) if dt_softplus else rng.uniform(0.0, 0.5, size=d)
     features = {f for f, on in (("D", D), ("z", z), ("dt_bias", dt_bias),
                                 ("dt_softplus", dt_softplus)) if on}
-    case = DecodeCase(state=np.zeros((b, d, n)), x=rng.standard_normal((b, d, l)),
-                      dt=_away_from_threshold(dtm, bias), A=_A(A, d, n, rng),
+    x = rng.standard_normal((b, d, l))
+    Am = with_zero_A(_A(A, d, n, rng, zero_A is not False), zero_A, rng)
+    features |= {"zero_A"} if np.any(Am == 0) else set()
+    case = DecodeCase(state=np.zeros((b, d, n)), x=x,
+                      dt=_away_from_threshold(dtm, bias), A=Am,
                       B=rng.standard_normal((b, n, l)), C=rng.standard_normal((b, n, l)),
                       D=rng.standard_normal(d) if D else None,
                       z=2.0 * rng.standard_normal((b, d, l)) if z else None,
@@ -562,10 +623,11 @@ def explicit_decode(lengths):
     cases = []
     for i, l in enumerate(lengths):
         coin = np.random.default_rng(8800 + i).random(4) < 0.5
-        on = {f: bool(c) and enabled(f) for f, c in zip(("D", "z", "dt_bias", "dt_softplus"), coin)}
+        on = {f: pick(f, bool(c)) for f, c in zip(("D", "z", "dt_bias", "dt_softplus"), coin)}
         kinds = SOFTPLUS_DELTA_KINDS if on["dt_softplus"] else PLAIN_DELTA_KINDS
         cases.append(dict(seed=3100 + i, b=1, d=1 + i % 2, l=length_cap(l), n=(2, 1, 4)[i % 3],
-                          A=A_KINDS[i % len(A_KINDS)], dt=kinds[i % len(kinds)], **on))
+                          A=A_KINDS[i % len(A_KINDS)], dt=kinds[i % len(kinds)], **on,
+                          **({} if zero_A_flag() is None else {"zero_A": zero_A_flag()})))
     return cases
 
 

@@ -22,6 +22,11 @@ dt_limit = (0, inf) and a negative step would test the clamp, which the referenc
 ``fp32``: A, D and dt_bias stay float32 under --ssm-dtype bfloat16/float16, as in mamba-ssm's
 Mamba2 module (A = -exp(A_log.float()); D and dt_bias are float32 parameters, loaded as float32
 by the Triton kernels); x, dt, B, C, z and initial_states are activations in the dtype under test.
+
+Named classes (issue 19; beyond CONTRACT.md), each left out by --ssm-without and drawn in every
+example by --ssm-with: ``zero_A`` (some head with A = 0 exactly) and ``non_pow2_chunk`` (a chunk
+size that is not a power of two: 3, 5, 48, 100; Triton kernels such as fla's accept only powers
+of two). A case's second chunk size (chunk_size_invariant) is drawn from the same class.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from hypothesis import strategies as st
 
-from ssm_conformance.properties.options import enabled, length_cap
+from ssm_conformance.properties.options import coin, enabled, forced, length_cap, pick
 from ssm_conformance.properties.strategies.common import SPECIAL_LENGTHS, seeds
 from ssm_conformance.properties.strategies.long_sequences import long_lengths, tensor_cap
 
@@ -191,16 +196,44 @@ def _largest_proper_divisor(q: int) -> int:
     return max([d for d in range(1, q) if q % d == 0], default=1)
 
 
+def is_pow2(q: int) -> bool:
+    return q >= 1 and q & (q - 1) == 0
+
+
+def chunk_sizes(sizes=CHUNK_SIZES) -> list:
+    """``sizes`` the options allow: non_pow2_chunk left out, powers of two only; forced, the
+    others only."""
+    if forced("non_pow2_chunk"):
+        return [q for q in sizes if not is_pow2(q)]
+    return [q for q in sizes if enabled("non_pow2_chunk") or is_pow2(q)]
+
+
+def _chunk_features(*sizes) -> set:
+    return {"non_pow2_chunk"} if any(not is_pow2(q) for q in sizes) else set()
+
+
+def zero_A_heads(A, draw_zero: bool, rng):
+    """A (h,) with heads set to exactly 0 (zero_A): where ``draw_zero`` (the strategy's coin),
+    about half of them, as drawn before; forced, at least one; left out, none."""
+    if draw_zero:
+        mask = rng.random(A.shape[0]) < 0.5
+        if enabled("zero_A"):
+            A[mask] = 0.0
+    if forced("zero_A") and not np.any(A == 0):
+        A[rng.integers(A.shape[0])] = 0.0
+    return A
+
+
 @st.composite
 def ssd_cases(draw, *, max_cost: int = 4096, min_length: int = 1, min_batch: int = 1):
     """SSDCase; see the module doc. ``max_cost`` bounds b*l*h*p*n (oracle time)."""
     specials = [v for v in SPECIAL_LENGTHS + (1000, 1023, 1024, 1025, MAX_LENGTH) if v >= min_length]
     l = max(min_length, length_cap(draw(st.one_of(st.sampled_from(specials),
                                                   st.integers(min_length, MAX_LENGTH)))))
-    chunk = draw(st.sampled_from(CHUNK_SIZES))
+    chunk = draw(st.sampled_from(chunk_sizes()))
     b = draw(st.integers(min_batch, max(min_batch, 2)))
-    h = draw(st.sampled_from([1, 2, 3, 4]))
-    grouped = enabled("grouped_BC") and h > 1 and draw(st.booleans())
+    h = draw(st.sampled_from([2, 3, 4] if forced("grouped_BC") else [1, 2, 3, 4]))
+    grouped = h > 1 and coin(draw, "grouped_BC")
     g = draw(st.sampled_from([d for d in range(2, h + 1) if h % d == 0])) if grouped else 1
     p = draw(st.sampled_from([1, 2, 3, 4, 8]))
     n = draw(st.sampled_from([1, 2, 4, 8, 16]))
@@ -210,7 +243,7 @@ def ssd_cases(draw, *, max_cost: int = 4096, min_length: int = 1, min_batch: int
     features = set()
 
     def feature(name):
-        on = enabled(name) and draw(st.booleans())
+        on = coin(draw, name)
         if on:
             features.add(name)
         return on
@@ -222,8 +255,9 @@ def ssd_cases(draw, *, max_cost: int = 4096, min_length: int = 1, min_batch: int
     arrays = time_arrays(rng, b, l, h, p, g, n, softplus=softplus, dt_kind=dt_kind,
                          scales=scales, has_z=has_z)
     A = -(10.0 ** rng.uniform(-3.0, np.log10(16.0), h))
-    if draw(st.booleans()):
-        A[rng.random(h) < 0.5] = 0.0             # no decay: the state sums the whole sequence
+    A = zero_A_heads(A, draw(st.booleans()), rng)   # no decay: the state sums the whole sequence
+    if np.any(A == 0):
+        features.add("zero_A")
     D = None
     if feature("D"):
         D = rng.standard_normal((h,) if draw(st.booleans()) else (h, p))
@@ -242,13 +276,15 @@ def ssd_cases(draw, *, max_cost: int = 4096, min_length: int = 1, min_batch: int
     final = feature("final_states")
     if g > 1:
         features.add("grouped_BC")
+    other = [q for q in chunk_sizes() if q != chunk] + [
+        q for q in chunk_sizes((_largest_proper_divisor(chunk),))]
+    features |= _chunk_features(chunk)
     case = SSDCase(x=arrays["x"], dt=arrays["dt"], A=A, B=arrays["B"], C=arrays["C"],
                    chunk_size=chunk, D=D, z=arrays["z"], dt_bias=dt_bias, initial_states=init,
                    dt_softplus=softplus, return_final_states=final, features=frozenset(features),
                    cotangent=rng.standard_normal((b, l, h, p)),
                    split=int(rng.integers(1, l)) if l > 1 else 0,
-                   other_chunk_size=draw(st.sampled_from(
-                       [q for q in CHUNK_SIZES if q != chunk] + [_largest_proper_divisor(chunk)])),
+                   other_chunk_size=draw(st.sampled_from(other or [chunk])),
                    dt_kind=dt_kind, scales=scales, seed=int(rng.integers(2**32)))
     return case
 
@@ -287,7 +323,7 @@ def ssd_case_from_seed(seed, b, l, h, p, g, n, chunk_size, dt_kind="moderate", s
                        D=False, z=False, dt_bias=False, initial_states=False, final_states=False,
                        A_zero=False):
     """A deterministic SSDCase of length l (the distributions of ``ssd_cases``): what a long
-    case's failure prints as its reproduction (``rebuild``)."""
+    case's failure prints as its reproduction (``rebuild``). ``A_zero``: head 0 has A = 0 (``zero_A``)."""
     rng = np.random.default_rng(seed)
     arrays = time_arrays(rng, b, l, h, p, g, n, softplus=softplus, dt_kind=dt_kind,
                          scales=(1.0, 1.0, 1.0), has_z=z)
@@ -296,7 +332,9 @@ def ssd_case_from_seed(seed, b, l, h, p, g, n, chunk_size, dt_kind="moderate", s
         A[0] = 0.0
     features = {name for name, on in (("D", D), ("z", z), ("dt_bias", dt_bias),
                                       ("dt_softplus", softplus), ("initial_states", initial_states),
-                                      ("final_states", final_states), ("grouped_BC", g > 1)) if on}
+                                      ("final_states", final_states), ("grouped_BC", g > 1),
+                                      ("zero_A", A_zero)) if on}
+    features |= _chunk_features(chunk_size)
     call = (f"ssd_case_from_seed(seed={seed}, b={b}, l={l}, h={h}, p={p}, g={g}, n={n}, "
             f"chunk_size={chunk_size}, dt_kind={dt_kind!r}, softplus={softplus}, D={D}, z={z}, "
             f"dt_bias={dt_bias}, initial_states={initial_states}, final_states={final_states}, "
@@ -330,13 +368,17 @@ def long_ssd_cases(vjp=False):
     for i, l in enumerate(LONG_LENGTHS):
         if vjp and l not in VJP_LONG_LENGTHS:
             continue
-        on = [bool(i >> j & 1) for j in range(5)]
+        on = [pick(f, bool(i >> j & 1)) for j, f in
+              enumerate(("dt_softplus", "D", "z", "dt_bias", "initial_states"))]
+        chunks = chunk_sizes(LONG_CHUNKS)
+        h = 2 if i % 3 == 0 or forced("grouped_BC") else 1
         cases.append(ssd_case_from_seed(
-            seed=1000 + i, b=1, l=length_cap(l), h=2 if i % 3 == 0 else 1, p=1 + i % 2, g=1,
-            n=2 if i % 2 else 4, chunk_size=LONG_CHUNKS[i % len(LONG_CHUNKS)],
-            dt_kind=DT_KINDS[i % 2], softplus=on[0], D=on[1], z=on[2], dt_bias=on[3],
-            initial_states=on[4], final_states=i % 2 == 0, A_zero=i % 4 == 1))
-    return [c for c in cases if all(enabled(f) for f in c.features)]
+            seed=1000 + i, b=1, l=length_cap(l), h=h, p=1 + i % 2,
+            g=h if forced("grouped_BC") else 1, n=2 if i % 2 else 4,
+            chunk_size=chunks[i % len(chunks)], dt_kind=DT_KINDS[i % 2], softplus=on[0], D=on[1],
+            z=on[2], dt_bias=on[3], initial_states=on[4],
+            final_states=pick("final_states", i % 2 == 0), A_zero=pick("zero_A", i % 4 == 1)))
+    return cases   # each within the options (the harness discards any that is not)
 
 
 @st.composite
@@ -349,15 +391,19 @@ def drawn_long_ssd_cases(draw):
     cap = tensor_cap()
     l = draw(long_lengths(MAX_LENGTH + 1))
     room = max(1, cap // l)
-    h = draw(st.sampled_from([v for v in (1, 2, 4) if v <= room] or [1]))
+    h = draw(st.sampled_from([v for v in (1, 2, 4) if v <= room and (v > 1 or not
+                                                                      forced("grouped_BC"))]
+                             or [2 if forced("grouped_BC") else 1]))
     p = draw(st.sampled_from([v for v in (1, 2, 4) if h * v <= room] or [1]))
-    g = draw(st.sampled_from([1] + ([h] if h > 1 and enabled("grouped_BC") else [])))
+    g = h if forced("grouped_BC") else draw(
+        st.sampled_from([1] + ([h] if h > 1 and enabled("grouped_BC") else [])))
     n = draw(st.sampled_from([v for v in (1, 2, 4, 8, 16) if g * v <= room] or [1]))
-    on = {f: enabled(f) and draw(st.booleans())
+    on = {f: coin(draw, f)
           for f in ("dt_softplus", "D", "z", "dt_bias", "initial_states", "final_states")}
     return ssd_case_from_seed(
         seed=draw(seeds()), b=1, l=l, h=h, p=p, g=g, n=n,
-        chunk_size=draw(st.sampled_from((32, 48, 64, 128, 256))), dt_kind=draw(st.sampled_from(DT_KINDS)),
+        chunk_size=draw(st.sampled_from(chunk_sizes((32, 48, 64, 128, 256)))),
+        dt_kind=draw(st.sampled_from(DT_KINDS)),
         softplus=on["dt_softplus"], D=on["D"], z=on["z"], dt_bias=on["dt_bias"],
         initial_states=on["initial_states"], final_states=on["final_states"],
-        A_zero=draw(st.integers(0, 7)) == 0)
+        A_zero=pick("zero_A", draw(st.integers(0, 7)) == 0))
