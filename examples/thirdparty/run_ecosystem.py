@@ -59,7 +59,7 @@ class Subject:
 
 SUBJECTS = [
     Subject("mamba-ssd", "mamba_chunk_scan_combined (Triton)", "mamba-ssm", "ssd",
-            f"{HERE}/mamba_ssm_triton.py:ssd", True, max_length=64,
+            f"{HERE}/mamba_ssm_triton.py:ssd", True, max_length=32,
             note="forward; the Triton backward is not judged (interpreted, too slow)"),
     Subject("mamba-ssu", "selective_state_update (Triton)", "mamba-ssm", "selective_state_update",
             f"{HERE}/mamba_ssm_triton.py:selective_state_update", True,
@@ -101,6 +101,11 @@ SUBJECTS = [
             f"{HERE}/fla_triton.py:linear_scan_chunk", True,
             options=["--ssm-grad", "--ssm-without", "complex,zero_decay,negative_decay"],
             max_length=128, needs=("zero_decay", "negative_decay")),
+    Subject("fla-hgrn-fused-bf16", "fused_recurrent_hgrn (Triton), bfloat16", "fla-core",
+            "linear_scan", f"{HERE}/fla_triton.py:linear_scan_fused_recurrent", True,
+            options=["--ssm-grad", "--ssm-dtype", "bfloat16", "--ssm-without",
+                     "complex,zero_decay,negative_decay"], max_length=128,
+            needs=("zero_decay", "negative_decay"), note="the control for chunk_hgrn in bfloat16"),
     Subject("fla-hgrn-chunk-bf16", "chunk_hgrn (Triton), bfloat16", "fla-core", "linear_scan",
             f"{HERE}/fla_triton.py:linear_scan_chunk", True,
             options=["--ssm-grad", "--ssm-dtype", "bfloat16", "--ssm-without",
