@@ -1,8 +1,8 @@
 """Named input classes (issue 19; beyond CONTRACT.md) against kernels that are wrong only there
 (tests/subjects/feature_subjects.py): each fails by default, and conforms with
 ``--ssm-without NAME``; a kernel that requires an optional argument fails by default and conforms
-with ``--ssm-with NAME``. One CLI run per option set, matches_oracle only, lengths capped at 64
-(the class is under test here, not long inputs): cheap. The failing runs in ``ci-noshrink``
+with ``--ssm-with NAME``. Three CLI runs, matches_oracle only, lengths capped at 64 (the class is
+under test here, not long inputs): cheap. The failing runs in ``ci-noshrink``
 (first failure), the conforming ones in ``dev`` with a fixed seed."""
 from __future__ import annotations
 
@@ -31,13 +31,26 @@ def default_run(tmp_path_factory):
                      report_dir=tmp_path_factory.mktemp("features0"))
 
 
+# The conforming runs: two, each with subjects of different roles, so that every role sees
+# exactly one option (a feature name belongs to one of these roles only).
+OPTION_RUNS = (("linear_scan_clamps_negative_decay", "ssd_pow2_chunks_only"),
+               ("linear_scan_zero_means_no_decay", "state_update_requires_D"))
+
+
 @pytest.fixture(scope="module")
 def option_runs(tmp_path_factory):
     runs = {}
-    for name, (role, feature, option) in CASES.items():
-        runs[name] = run_suite(*COMMON, "--ssm-subject", f"{role}={S}:{name}", option, feature,
-                               "--hypothesis-seed", "0", profile="dev",
-                               report_dir=tmp_path_factory.mktemp(name))
+    for names in OPTION_RUNS:
+        args, options = [], {}
+        for name in names:
+            role, feature, option = CASES[name]
+            args += ["--ssm-subject", f"{role}={S}:{name}"]
+            options.setdefault(option, []).append(feature)
+        for option, features in options.items():
+            args += [option, ",".join(features)]
+        run = run_suite(*COMMON, *args, "--hypothesis-seed", "0", profile="dev",
+                        report_dir=tmp_path_factory.mktemp("features1"))
+        runs.update({name: run for name in names})
     return runs
 
 
@@ -62,4 +75,5 @@ def test_conforms_with_the_option(option_runs, name):
         else:
             assert row["features_forced"] == [feature]
             assert row["feature_examples"][feature] == row["examples"] > 0
-    assert ("forced features" in run.output) == (option == "--ssm-with")
+    if option == "--ssm-with":
+        assert f"forced features (--ssm-with, in every example): {feature}" in run.output

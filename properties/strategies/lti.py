@@ -45,11 +45,37 @@ def _kinds(singular_feature):
 
 
 def class_features(kind: str, A: np.ndarray) -> set:
-    """The named classes (stiff_A, oscillatory_A, defective_A) of ``A`` drawn as ``kind``."""
+    """The named classes (stiff_A, oscillatory_A, defective_A) of ``A`` drawn as ``kind``: a dense
+    or singular draw that is defective by chance (small integer entries) counts as defective_A
+    too (``_defective_by_chance``)."""
     out = {f for f, ks in CLASS_KINDS.items() if kind in ks}
     if kind in CLASS_KINDS["defective_A"] and (A.shape[0] < 2 or not np.any(A)):
         out.discard("defective_A")   # 1 x 1 (or zero): diagonalizable
+    if kind in ("dense", "singular") and _defective_by_chance(A):
+        out.add("defective_A")
     return out
+
+
+def _defective_by_chance(A: np.ndarray) -> bool:
+    """Whether ``A`` (a dense or singular draw) may be defective. Normal entries give distinct
+    eigenvalues (almost surely); integer ones can repeat one without enough eigenvectors, e.g.
+    [[1, 1], [0, 1]]. Eigenvalues that do not cluster: diagonalizable. A cluster: decided exactly
+    (SymPy) for an integer matrix up to a power-of-two scale, else taken as defective."""
+    n = A.shape[0]
+    if n < 2:
+        return False
+    lam = np.linalg.eigvals(A)
+    scale = max(float(np.abs(lam).max()), np.finfo(float).tiny)
+    gaps = np.abs(lam[:, None] - lam[None, :]) + np.eye(n) * scale
+    if gaps.min() > 1e-6 * scale:
+        return False
+    top = int(np.floor(np.log2(np.abs(A[A != 0]).min()))) if np.any(A) else 0
+    for k in range(top, top - 4, -1):   # A = A0 2^k with A0 integer (entries up to 3 here)?
+        unit = A / 2.0**k
+        if np.array_equal(unit, np.round(unit)) and np.abs(unit).max() < 2**40:
+            import sympy
+            return not sympy.Matrix(unit.astype(int).tolist()).is_diagonalizable()
+    return True
 
 
 @dataclass
@@ -135,6 +161,8 @@ def lti_cases(draw, max_n: int = 16, singular_feature: str | None = None):
     scale = draw(st.sampled_from(scales))
     B = B * scale
     features = class_features(kind, A) | ({"extreme_B"} if scale in EXTREME_B else set())
+    if "defective_A" in features:   # a dense or singular draw that is defective by chance
+        assume(enabled("defective_A"))
     if singular_feature and np.linalg.matrix_rank(A) < n:  # numerically singular
         # integer and diagonal draws are often singular by chance; a Jordan block at 0 always is
         assume(enabled(singular_feature))
