@@ -214,6 +214,35 @@ FINDINGS = [
               "each step's dg_t = do_t·h_{t-1}·a_t carries a bf16 rounding of h that the "
               "fp32-accumulating recurrence never made. The verdict and its reproduction are the "
               "suite's (subject fla-hgrn-chunk-bf16; command below)."),
+    dict(name="triton-interpreter-bugs", package="triton",
+         title="Triton's interpreter: bf16 casts truncate, scalar comparisons splat as ints, loop variables are ints",
+         text="Three differences from compiled Triton found while running the kernels above "
+              "under TRITON_INTERPRET=1 (ssm_conformance.triton_cpu works around each): "
+              "float32 -> bfloat16 `.to()` rounds toward zero instead of to nearest even; "
+              "`mask & (i < T)` with a scalar comparison is an int block ('mask has unsupported "
+              "dtype'); `for i in range(n)` gives a Python int ('int' object has no attribute "
+              "'to'). Reproduction without the shims:",
+         code=textwrap.dedent("""\
+             import os; os.environ["TRITON_INTERPRET"] = "1"
+             import torch, triton, triton.language as tl
+             @triton.jit
+             def cast(x_ptr, y_ptr, N: tl.constexpr):
+                 o = tl.arange(0, N); tl.store(y_ptr + o, tl.load(x_ptr + o).to(tl.bfloat16))
+             @triton.jit
+             def masked(x_ptr, y_ptr, T, N: tl.constexpr):
+                 o = tl.arange(0, N); m = (o < N) & (2 < T); tl.store(y_ptr + o, tl.load(x_ptr + o, mask=m), mask=m)
+             @triton.jit
+             def loop(x_ptr, N: tl.constexpr):
+                 for i in range(2):
+                     tl.store(x_ptr + i.to(tl.int64), 1.0)
+             x = torch.tensor([1 + 2**-8 + 2**-10, 0.127874311]); y = torch.empty(2, dtype=torch.bfloat16)
+             cast[(1,)](x, y, N=2); print("bf16 cast:", y.tolist(), "torch:", x.bfloat16().tolist())
+             for name, run in (("scalar mask", lambda: masked[(1,)](x, x.clone(), 3, N=2)), ("loop variable", lambda: loop[(1,)](x.clone(), N=2))):
+                 try:
+                     run(); print(name, "ok")
+                 except Exception as e:
+                     print(name + ":", type(e).__name__, e)
+             """)),
     dict(name="torch-sdpa-causal-scale", package="torch",
          title="torch CPU scaled_dot_product_attention: NaN for causal with scale <= 0",
          text="With is_causal=True and scale=0 (or negative), the CPU kernel returns NaN where "
