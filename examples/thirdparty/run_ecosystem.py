@@ -496,7 +496,14 @@ def render(data: dict) -> str:
                          f"`{opts}` | {s['max_length']} | {verdict} | "
                          f"{_fmt_ratio(run['worst_ratio'])} | {run['seconds']:.0f} | "
                          f"{_fmt_seconds(run.get('cpu_seconds'))} |")
-    lines += ["", "## What each run covered", ""]
+    judged = [s for s in subjects if s["runs"] and s["runs"][0]["verdict"] in ("PASS", "FAIL")]
+    kernels = {(s["package"], s["kernel"].split(" (")[0]) for s in judged}
+    triton = {(s["package"], s["kernel"].split(" (")[0]) for s in judged if s["triton"]}
+    lines += ["", f"{len(judged)} subjects with a verdict: {len(kernels)} distinct third-party "
+              f"kernels, {len(triton)} of them Triton kernels run under the interpreter; "
+              f"{sum(s['runs'][0]['verdict'] == 'PASS' for s in judged)} pass, "
+              f"{sum(s['runs'][0]['verdict'] == 'FAIL' for s in judged)} fail (first run of each).",
+              "", "## What each run covered", ""]
     for s in subjects:
         lines.append(f"### {s['kernel']} (`{s['target']}`)")
         lines.append("")
@@ -613,6 +620,11 @@ def main(argv=None):
                 print("  " + data["findings"][f["name"]]["output"].replace("\n", "\n  "), flush=True)
                 _save(data, finding=f["name"])
         data = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else data
+    for f in FINDINGS:   # those read from a subject's verdict: from the latest verdicts
+        if f.get("from_subject"):
+            data["findings"][f["name"]] = run_finding(f, args.timeout, data)
+    data["findings"] = {f["name"]: data["findings"][f["name"]] for f in FINDINGS
+                        if f["name"] in data["findings"]}
     MD_PATH.write_text(render(data))
     print(f"wrote {MD_PATH.relative_to(ROOT)}")
     return 0
