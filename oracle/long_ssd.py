@@ -21,29 +21,25 @@ every output is a sum of monomials  term_ij = C_i.B_j exp(seg_ij) Dt_j x_j (gate
  - exponents: seg_ij sums at most Q_T rounded terms Dt_k A (each with relative error
    u_W (2 + kappa_k)), and a chunk total passes exp(.) once per chunk: an exponent error
    <= u_W (Q_T + 4) sum_{k=j+1..i} |Dt_k A| (1 + kappa_k), plus 2 u_W per exp evaluated (numpy's
-   exp/log1p are within 1 ulp): the first part is <= u_W (Q_T + 4) / Q_s exp_cond (the MPFR model's
-   exp_cond weighs every exponent by Q_s = min(chunk_size, l) >= 1), the second is in D_T.
-   error = 2 u_W (D_T abs_out + (Q_T + 4) / Q_s exp_cond)          (factor 2: second order terms)
+   exp/log1p are within 1 ulp): the first part is <= u_W (Q_T + 4) / 3 exp_cond (the MPFR model's
+   exp_cond weighs every step by >= 3 w_k: oracle/ssd.py's exponent_weights), the second is in D_T.
+   error = 2 u_W (D_T abs_out + (Q_T + 4) / 3 exp_cond)            (factor 2: second order terms)
 Gradients: the adjoint has the same paths twice, plus the sums of _chain (b l terms): D_T doubled
 plus the summed count, likewise 2 u_W (...).
 
-Magnitudes handed to the tolerance model (properties/tolerance.py, ssd_terms: the SAME names as
-oracle/ssd.py):
- - "abs_out"/"abs_state" and "exp_cond": oracle/ssd.py's definitions (the recurrence on absolute
-   values of the leaves; the first-order exponent errors of chunk-local cumulative sums),
-   evaluated by the same chunked algorithm in complex128 with a complex step: leaves scaled by
-   e^{i h weight}, exp_cond = Im / h (the derivative exactly, no difference quotient).
- - "depth": per element, the |term|-weighted mean number of roundings on a path of an accurate
-   algorithm, d_ij = 3 (i - j + 1) + 2 n + 8 + 2 min(Q_s, l) + 2 ceil(l / Q_s): the recurrence
-   (3 per step crossed), chunked kernels with state passing (sums over a chunk, 2 Q_s; a
-   multiply-add per chunk crossed <= 3 (i - j + 1)), chunked kernels that sum all previous chunk
-   states in one contraction in any order (ssd_minimal's einsum over chunks: 2 ceil(l / Q_s)),
-   and tree scans (4 log2 l <= 2 Q_s + 2 l / Q_s).  sum_j d_ij |term_ij| is again a complex step
-   (Dt_k A -> Dt_k A + 3 i h).  oracle/ssd.py takes the uniform depth 3 (t + 1) + 2 n + 8, which at
-   l = 2^17 admits a relative error of 0.1 in float32 -- far above what a kernel whose decays come
-   from a global float32 cumulative sum errs by (u |cs_t| ~ u t |Dt A|, then 10^-2): this
-   weighting keeps the far past, which decays, from inflating the bound of the present.
-   Gradients keep oracle/ssd.py's uniform depth.
+Magnitudes handed to the tolerance model (properties/tolerance.py, ssd_terms: the SAME names and
+definitions as oracle/ssd.py, docs/bounds_ssd.md):
+ - "abs_out"/"abs_state" and "exp_cond": the recurrence on absolute values of the leaves and the
+   first-order exponent errors (oracle/ssd.py's exponent_weights), evaluated by the same chunked
+   algorithm in complex128 with a complex step: leaves scaled by e^{i h weight},
+   exp_cond = Im / h (the derivative exactly, no difference quotient).
+ - "abs_off": abs_out minus the same pass with every chunk of the subject a sequence of its own
+   (oracle/ssd.py's by_chunk_batches): the paths from an earlier chunk.
+ - "run_out"/"run_state": the running error of the steps, V_t = e^{Dt_t A} V_{t-1} + |S_t| with
+   the states of every step from the chunks' entering states (running_core); gradients: the
+   forward's and the reverse-time adjoint's (full_recurrence on the reversed sequence),
+   carried into each gradient by oracle/ssd.py's vjp_run.
+ - "depth", "off_depth", "run_depth": oracle/ssd.py's scalars.
 """
 from __future__ import annotations
 

@@ -121,6 +121,8 @@ class SubjectUnderTest:
         import torch
         if not isinstance(value, np.ndarray):
             return value
+        if value.dtype == bool:   # a mask (rg_lru's reset) stays boolean
+            return torch.from_numpy(np.ascontiguousarray(value)).to(device=self.device)
         if np.iscomplexobj(value):
             dtype = torch.complex128 if self.dtype == "float64" and not fp32 else torch.complex64
         else:
@@ -186,6 +188,11 @@ class SubjectUnderTest:
                 f"grads = torch.autograd.grad(first, ({', '.join(leaves)},), cot, "
                 f"allow_unused=True)   # d<first, cot>/d({', '.join(leaves)})"]
 
+    def last_vjp(self):
+        """(wrt, cotangent) of the vector-Jacobian product last made on the current case (the
+        precision panel pulls the same cotangent back), or None."""
+        return self._vjp_of(getattr(self, "_case", None))
+
     def _vjp_of(self, case):
         last = getattr(self, "_vjp", None)
         return last[1] if last is not None and last[0] is case else None
@@ -247,7 +254,7 @@ class SubjectUnderTest:
 
         self.admit(case)
         names = list(self.inputs(case))
-        self._vjp = (case, (tuple(wrt), np.asarray(cotangent)))
+        self._vjp = (case, (tuple(n for n in names if n in wrt), np.asarray(cotangent)))
 
         def wrap(fn):
             def vjp(*args):
@@ -268,7 +275,6 @@ class SubjectUnderTest:
             return vjp
 
         self._case = case
-        self._vjp = (tuple(n for n in names if n in wrt), cotangent)  # the precision panel's
         try:
             (first, grads), _ = self.subject.call(self.inputs(case),
                                                   describe=lambda: self.describe(case),

@@ -99,6 +99,9 @@ ROLES: dict[str, Role] = {
         Role("attention", "torch", ("causal", "scale", "non_contiguous"),
              (f"{IMPL}.torch.attention:attention",
               f"{IMPL}.cupy:attention")),
+        Role("rg_lru", "torch", ("reset", "h0", "last_state", "near_one_decay", "non_contiguous"),
+             (f"{IMPL}.torch.rg_lru:rg_lru",
+              f"{IMPL}.torch.rg_lru:rg_lru_parallel")),
     ]
 }
 

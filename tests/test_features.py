@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 
 from ssm_conformance.properties.options import RUN, admits
 from ssm_conformance.properties.roles import ROLES, incompatible_forced
-from ssm_conformance.properties.strategies import attention, conv1d, lti, s4, scans, selective, ssd
+from ssm_conformance.properties.strategies import (attention, conv1d, lti, rg_lru, s4, scans,
+                                                  selective, ssd)
 from ssm_conformance.properties.strategies.long_sequences import FORWARD_LENGTHS, decode_lengths
 
 
@@ -31,6 +32,7 @@ def _drawn(role):
         "causal_conv1d": [("conv", conv1d.conv1d_cases), ("long", conv1d.drawn_long_conv1d_cases)],
         "attention": [("attn", attention.attention_cases),
                       ("long", attention.drawn_long_attention_cases)],
+        "rg_lru": [("rg", rg_lru.rg_lru_cases), ("long", lambda: rg_lru.rg_lru_cases(long=True))],
     }[role]
 
 
@@ -50,13 +52,15 @@ def _explicit(role):
         return conv1d.long_conv1d_cases()
     if role == "attention":
         return attention.long_cases()
+    if role == "rg_lru":
+        return [rg_lru.rg_lru_case_from_seed(**kw) for kw in rg_lru.explicit_rg_lru(FORWARD_LENGTHS)]
     return []
 
 
 CASES = [(role, feature) for role in ("linear_scan", "discretize_zoh", "discretize_bilinear",
                                       "ssm_kernel", "s4d_kernel", "dplr_kernel", "selective_scan",
                                       "selective_state_update", "ssd", "causal_conv1d",
-                                      "attention")
+                                      "attention", "rg_lru")
          for feature in ROLES[role].features if feature != "non_contiguous"]
 
 
