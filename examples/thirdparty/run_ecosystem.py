@@ -208,12 +208,15 @@ FINDINGS = [
              except Exception as e:
                  print("D (h, p):", type(e).__name__ + ":", e)
              """)),
-    dict(name="fla-chunk-hgrn-bf16-backward", package="fla-core", from_subject="fla-hgrn-chunk-bf16",
-         title="fla chunk_hgrn: bfloat16 backward beyond the error bound",
-         text="The backward takes h_{t-1} from the forward's output o, saved in bfloat16, so "
-              "each step's dg_t = do_t·h_{t-1}·a_t carries a bf16 rounding of h that the "
-              "fp32-accumulating recurrence never made. The verdict and its reproduction are the "
-              "suite's (subject fla-hgrn-chunk-bf16; command below)."),
+    dict(name="fla-hgrn-bf16-backward", package="fla-core",
+         from_subject=("fla-hgrn-fused-bf16", "fla-hgrn-chunk-bf16"),
+         title="fla HGRN (fused_recurrent_hgrn and chunk_hgrn): bfloat16 backward beyond the error bound",
+         text="Both autograd Functions save the forward's output o (bfloat16) and the backward "
+              "reads h_{t-1} from it, so each dg_t = dh_t·h_{t-1}·a_t carries a bf16 rounding of "
+              "h that the fp32-accumulating forward never made; the forward passes. Saving h in "
+              "fp32 (or recomputing it) fixes it. The verdicts and reproductions are the suite's "
+              "(commands below; the interpreter with the bf16_rtne shim, without which even the "
+              "forward fails for the interpreter's sake)."),
     dict(name="triton-interpreter-bugs", package="triton",
          title="Triton's interpreter: bf16 casts truncate, scalar comparisons splat as ints, loop variables are ints",
          text="Three differences from compiled Triton found while running the kernels above "
@@ -411,15 +414,19 @@ def _summary(run):
 
 def run_finding(finding: dict, timeout: float, data: dict) -> dict:
     if finding.get("from_subject"):
-        subject = data["subjects"].get(finding["from_subject"])
-        if subject is None or not subject["runs"]:
-            why = subject.get("not_judged", "") if subject else "subject not judged yet"
-            return dict(finding, output=f"subject {finding['from_subject']} not judged ({why})", code="",
-                        version=_version(finding["package"]), seconds=0)
-        run = subject["runs"][0]
-        failures = "\n\n".join(f["message"] for f in run["failures"]) or "(no failure: not confirmed)"
-        return dict(finding, code=run["cmd"], output=failures, version=subject["version"],
-                    seconds=run["seconds"], lang="sh")
+        codes, outputs = [], []
+        for name in finding["from_subject"]:
+            subject = data["subjects"].get(name)
+            if subject is None or not subject["runs"]:
+                outputs.append(f"{name}: not judged")
+                continue
+            run = subject["runs"][0]
+            codes.append(run["cmd"])
+            outputs += [f"{name}: {run['verdict']}"] + [
+                "\n".join(f["message"].splitlines()[:2] + f["message"].splitlines()[-5:-1])
+                for f in run["failures"]]
+        return dict(finding, code="\n".join(codes), output="\n\n".join(outputs) or "(none)",
+                    version=_version(finding["package"]), seconds=0, lang="sh")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     start = time.time()
     try:
