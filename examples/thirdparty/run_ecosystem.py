@@ -152,8 +152,10 @@ FINDINGS = [
               "exp(dt) + 1 rounds, so softplus(dt) is off by up to ~2^-24/exp(dt) relative "
               "(torch.nn.functional.softplus and log1p(exp(dt)) are exact to a rounding). Mamba-2 "
               "initializes dt_bias so that softplus(dt) is 1e-3..1e-1 (dt >= -7), so trained "
-              "models rarely go there, but the role admits any dt. Fix: tl.log1p / "
-              "log(1 + exp) -> log1p(exp(dt)).",
+              "models rarely go there, but the role admits any dt. The suite rejects the Triton "
+              "selective_state_update for it (subjects above: inaccurate, ratios 10.8 and 11.6, "
+              "every failing example with dt_softplus = True); its SSD budget run drew no step "
+              "that negative. Fix: log(exp(dt) + 1) -> log1p(exp(dt)).",
          code=INTERP + textwrap.dedent("""\
              import torch
              from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
