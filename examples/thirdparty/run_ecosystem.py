@@ -633,8 +633,9 @@ def main(argv=None):
     for f in FINDINGS:   # those read from a subject's verdict: from the latest verdicts
         if f.get("from_subject"):
             data["findings"][f["name"]] = run_finding(f, args.timeout, data)
-    data["findings"] = {f["name"]: data["findings"][f["name"]] for f in FINDINGS
-                        if f["name"] in data["findings"]}
+    data["findings"] = {f["name"]: dict(data["findings"][f["name"]], title=f["title"],
+                                        text=f["text"])   # wording edits need no rerun
+                        for f in FINDINGS if f["name"] in data["findings"]}
     MD_PATH.write_text(render(data))
     print(f"wrote {MD_PATH.relative_to(ROOT)}")
     return 0
