@@ -131,8 +131,8 @@ FINDINGS = [
     dict(name="mamba-ssu-optional-args", package="mamba-ssm",
          title="Triton selective_state_update raises when D or dt_bias is None",
          text="Both are optional in its signature and in selective_state_update_ref; the "
-              "wrapper passes a `None` stride tuple into the kernel launch. Workaround: pass "
-              "zeros.",
+              "TypeError comes from the wrapper's kernel launch (a `*` unpacking of the missing "
+              "argument's strides, which is an int then). Workaround: pass zeros.",
          code=INTERP + textwrap.dedent("""\
              import torch
              from mamba_ssm.ops.triton.selective_state_update import selective_state_update
@@ -252,9 +252,10 @@ FINDINGS = [
     dict(name="torch-sdpa-causal-scale", package="torch",
          title="torch CPU scaled_dot_product_attention: NaN for causal with scale <= 0",
          text="With is_causal=True and scale=0 (or negative), the CPU kernel returns NaN where "
-              "softmax is well defined (scale 0: the mean of the visible values). The math "
-              "path (q*scale @ k^T, masked_fill(-inf), softmax) is right; the fused CPU "
-              "flash-attention path masks with a max that assumes scale > 0.",
+              "softmax is well defined (scale 0: the mean of the visible values); the math "
+              "written out (q·scale @ kᵀ, masked_fill(-inf), softmax) is right. The cause inside "
+              "the CPU kernel was not traced (a masked maximum that assumes scale > 0 would do "
+              "it). The suite's attention properties reject it (non_finite, subject above).",
          code=textwrap.dedent("""\
              import torch
              torch.manual_seed(0)
