@@ -377,11 +377,26 @@ def causal_conv1d_vjp_tol(ref, name: str, pre, grad_out, x, weight, activation,
 # bound and how each admitted algorithm's paths fit under it); the magnitudes are those of
 # oracle/scan.py, oracle/selective_scan.py and oracle/long_scan.py, evaluated on the exact inputs.
 
+def path_terms(path, magnitude):
+    """The path-weighted bound ``path`` as terms on ``magnitude`` (abs_scan, abs_out, ...):
+    [(path / magnitude, magnitude), (1, the rest)], the same sum (path <= (max path depth)
+    magnitude, so the rest is path where magnitude is 0 or not finite). The depth is per element,
+    the average depth of the paths there: readers of the terms that weigh each magnitude by one
+    rounding (properties/precision.py's floor) see the magnitude, not depth times it."""
+    path = np.asarray(path, dtype=np.float64)
+    magnitude = np.broadcast_to(np.asarray(magnitude, dtype=np.float64), path.shape)
+    ok = np.isfinite(magnitude) & (magnitude > 0) & np.isfinite(path)
+    ratio = np.divide(path, magnitude, out=np.zeros_like(path), where=ok)
+    return [(ratio, magnitude), (1, np.where(ok, 0.0, path))]
+
+
 def linear_scan_terms(ref):
-    """linear_scan's h or a gradient of ``linear_scan_vjp``: [(1, "path")], the path-weighted
-    bound sum_j |P_{j,t}||b_j| (2 (t-j) + 2 ceil(log2 l) + 2) (oracle/scan.py, module doc): every
-    loop, chunked scan with state passing or tree scan rounds the term of b_j at most that often."""
-    return [(1, ref.magnitudes["path"])]
+    """linear_scan's h or a gradient of ``linear_scan_vjp``: the path-weighted bound
+    "path" = sum_j |P_{j,t}||b_j| (2 (t-j) + 2 ceil(log2 l) + 2) (oracle/scan.py, module doc):
+    every loop, chunked scan with state passing or tree scan rounds the term of b_j at most that
+    often (path_terms on abs_scan / abs_grad)."""
+    m = ref.magnitudes
+    return path_terms(m["path"], m["abs_scan"] if "abs_scan" in m else m["abs_grad"])
 
 
 def selective_scan_terms(ref):
@@ -389,7 +404,7 @@ def selective_scan_terms(ref):
     and final state, or a gradient of ``selective_scan_vjp``.
 
     Sequences (the oracle's "path" magnitude, oracle/selective_scan.py "Error model"):
-    [(1, path), (local_depth, abs_out or abs_state), (1, exp_cond)]. "path" is the path-weighted
+    path_terms(path, abs) + [(local_depth, abs), (1, exp_cond)], abs = abs_out or abs_state. "path" is the path-weighted
     running bound: each term Dt_j B_j u_j is charged the roundings on ITS path to step t,
     3 (t-j) + 2 ceil(log2 l) + 6 (exp, multiply, add per step; a tree's additions; the leaf),
     plus (t-j+1) |sum of the exponents between j and t| (a decay formed as exp of a cumulative
@@ -403,5 +418,6 @@ def selective_scan_terms(ref):
     m = ref.magnitudes
     magnitude = m["abs_out"] if "abs_out" in m else m["abs_state"]
     if "path" in m:
-        return [(1, m["path"]), (m["local_depth"], magnitude), (1, m["exp_cond"])]
+        return (path_terms(m["path"], magnitude)
+                + [(m["local_depth"], magnitude), (1, m["exp_cond"])])
     return [(m["depth"], magnitude), (1, m["exp_cond"])]

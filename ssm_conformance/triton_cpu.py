@@ -2,7 +2,7 @@
 
 Triton's interpreter executes a ``@triton.jit`` kernel as NumPy code, one program instance at a
 time, so a kernel can be judged by the suite on a machine without a GPU (slowly: ~10^3-10^4 times
-slower than compiled). Kernels of mamba-ssm and fla-core do not run there as shipped, for five
+slower than compiled). Kernels of mamba-ssm and fla-core do not run there as shipped, for six
 reasons this module removes; nothing here changes what a kernel computes:
 
 ``cuda_stubs``
@@ -34,6 +34,12 @@ reasons this module removes; nothing here changes what a kernel computes:
     rewrites those loops (in the interpreter's AST pass) to iterate over scalar tensors of the
     compiled type. ``tl.static_range`` keeps Python ints (compiled Triton gives constexprs).
     Checked needed in Triton 3.9.0.
+``bf16_rtne``
+    Interpreter bug: ``x.to(tl.bfloat16)`` from float32 truncates (rounds toward zero) where
+    compiled Triton rounds to nearest even (``1 + 2^-8 + 2^-10`` becomes 1.0, not 1.0078125), so
+    every bf16 store of an interpreted kernel carries up to one bf16 ulp instead of half: a
+    correct bf16 kernel fails the suite's bound (fla's fused_recurrent_hgrn: ratio 1.84). The
+    shim rounds to nearest even, as torch's ``.bfloat16()``. Checked needed in Triton 3.9.0.
 
 Usage, before the kernel's package is imported (``triton.jit`` decides at decoration time whether
 a kernel is interpreted)::
@@ -161,6 +167,33 @@ def _bool_splat():
     return undo
 
 
+# --- bf16_rtne -----------------------------------------------------------------------------------
+
+def _bf16_rtne():
+    import numpy as np
+    from triton.runtime import interpreter
+    tl = interpreter.tl
+    builder = interpreter.InterpreterBuilder
+    original = builder.__dict__["cast_impl"]
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            # round to nearest, ties to even (LLVM's fptrunc, torch's .bfloat16()); NaN kept NaN
+            bits = np.ascontiguousarray(src.data, dtype=np.float32).view(np.uint32)
+            rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+                       >> np.uint32(16)).astype(np.uint16)
+            nan = np.isnan(src.data)
+            rounded[nan] = ((bits[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
+            return interpreter.TensorHandle(rounded, dst_type.scalar)
+        return original(self, src, dst_type)
+
+    builder.cast_impl = cast_impl
+
+    def undo():
+        builder.cast_impl = original
+    return undo
+
+
 # --- tensor_range --------------------------------------------------------------------------------
 
 _RANGE_HELPER = "_ssm_triton_cpu_tensor_range"
@@ -229,6 +262,7 @@ SHIMS = {s.name: s for s in (
     Shim("constant_autotune", (), _constant_autotune),
     Shim("bool_splat", ("3.9.0",), _bool_splat),
     Shim("tensor_range", ("3.9.0",), _tensor_range_shim),
+    Shim("bf16_rtne", ("3.9.0",), _bf16_rtne),
 )}
 
 

@@ -87,6 +87,27 @@ def test_tensor_range_types_like_compiled_triton(interpreter):
     assert all(v.dtype == tl.int64 for v in values)
 
 
+def _to_bf16(x):
+    @triton.jit
+    def kernel(x_ptr, y_ptr, N: tl.constexpr):
+        offs = tl.arange(0, N)
+        tl.store(y_ptr + offs, tl.load(x_ptr + offs).to(tl.bfloat16))
+    y = torch.empty(x.shape, dtype=torch.bfloat16)
+    kernel[(1,)](x, y, N=x.numel())
+    return y
+
+
+def test_bf16_rtne_is_needed_and_rounds_to_nearest_even(interpreter):
+    _needs_checking("bf16_rtne")
+    x = torch.tensor([1 + 2**-8 + 2**-10, -(1 + 2**-8 + 2**-10), 1 + 2**-8, 1 + 3 * 2**-8,
+                      0.127874311, 3e38, float("inf"), -1e-40], dtype=torch.float32)
+    assert not torch.equal(_to_bf16(x), x.bfloat16())       # truncated without the shim
+    triton_cpu.install(["bf16_rtne"])
+    y = _to_bf16(x)
+    assert torch.equal(y.view(torch.int16), x.bfloat16().view(torch.int16))   # ties to even too
+    assert _to_bf16(torch.tensor([float("nan")] * 2)).isnan().all()
+
+
 def _autotuned_copy():
     @triton.autotune(configs=[triton.Config({"BLOCK": 4}), triton.Config({"BLOCK": 8})],
                      key=["N"])
