@@ -549,6 +549,25 @@ def attention(args, method):
             "flash_backward": attention_flash}[method](args)
 
 
+# --- rg_lru --------------------------------------------------------------------------------------
+
+def rg_lru(args, method):
+    """Griffin's RG-LRU (CONTRACT.md) in the compute dtype: the leaves a_t and
+    b_t = m_t sigmoid(gate_x_t) x_t as our torch kernels form them (m_t = sqrt(-expm1(2 log a_t)),
+    its derivative written out; a_t = 0 and m_t = 1 at a reset), then the loop or the tree over
+    time from h0. The loop member accumulates a_param's gradient over time step by step."""
+    from ssm_conformance.implementations.torch.rg_lru import leaves
+
+    x = args["x"]
+    rdt = compute_dtype(x, args["gate_x"], args["gate_a"])
+    a_param = _weight(args["a_param"].to(rdt), tuple(x.shape), 1, method == "loop")
+    a, b = leaves(x, args["gate_x"], args["gate_a"], a_param, args.get("reset"), rdt)
+    h0 = args.get("h0")
+    h = scan(a.movedim(1, 0), b.movedim(1, 0), method,
+             None if h0 is None else h0.to(rdt)).movedim(0, 1)
+    return {"y": h, "h_last": h[:, -1]}
+
+
 # --- the registry --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -573,6 +592,8 @@ PANELS = {
     "causal_conv1d": Panel(("taps_up", "taps_down"), causal_conv1d, _conv1d_rows),
     "attention": Panel(("plain", "online"), attention, lambda name, ndim: (ndim - 2, ndim - 1),
                        vjp_members=("plain", "online", "flash_backward")),
+    # rows (batch, channel): y and the activations' gradients (b, l, d) span time
+    "rg_lru": Panel(("loop", "tree"), rg_lru, lambda name, ndim: (1,) if ndim == 3 else ()),
 }
 
 

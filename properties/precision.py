@@ -62,7 +62,7 @@ PROPERTIES = {"matches_oracle": "forward", "vjp_matches_oracle": "vjp"}
 # the first-order magnitudes the floor reads (module doc); a new role's reference names its own
 # here if they differ
 FLOOR_MAGNITUDES = ("abs_scan", "abs_grad", "abs_out", "abs_state", "exp_cond", "score_spread",
-                    "abs_pv", "main", "half")
+                    "abs_pv", "main", "half", "abs")
 
 
 def parse_factor(text) -> float | None:

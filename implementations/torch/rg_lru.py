@@ -62,7 +62,7 @@ class SqrtOneMinusExp2(torch.autograd.Function):
         return -grad * torch.exp(2.0 * L) / m
 
 
-def _leaves(x, gate_x, gate_a, a_param, reset, cd):
+def leaves(x, gate_x, gate_a, a_param, reset, cd):
     """(abar, b) in the compute dtype ``cd``, (b, l, d)."""
     # softplus: torch's threshold moved to 40, where log1p(e^c) - c = e^-40 is below float64's
     # rounding of c (the contract's softplus has no threshold)
@@ -85,7 +85,7 @@ def _finish(x, h, h_last, return_last_state):
 def rg_lru(x, gate_x, gate_a, a_param, reset=None, h0=None, return_last_state=False):
     """y (b, l, d) [, h_last (b, d)]: the recurrence sequentially in time; differentiable."""
     cd = _check(x, gate_x, gate_a, a_param, reset, h0)
-    abar, bb = _leaves(x, gate_x, gate_a, a_param, reset, cd)
+    abar, bb = leaves(x, gate_x, gate_a, a_param, reset, cd)
     h, h_last = scan_time_major(abar.transpose(0, 1), bb.transpose(0, 1),
                                 None if h0 is None else h0.to(cd))
     return _finish(x, h.transpose(0, 1), h_last, return_last_state)
@@ -96,7 +96,7 @@ def rg_lru_parallel(x, gate_x, gate_a, a_param, reset=None, h0=None, return_last
     position t holds the composition (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2) of elements
     t-2k+1..t; h0 enters as b_0 + abar_0 h0."""
     cd = _check(x, gate_x, gate_a, a_param, reset, h0)
-    A, B = _leaves(x, gate_x, gate_a, a_param, reset, cd)
+    A, B = leaves(x, gate_x, gate_a, a_param, reset, cd)
     if h0 is not None:
         B = torch.cat([B[:, :1] + A[:, :1] * h0.to(cd)[:, None], B[:, 1:]], dim=1)
     l = B.shape[1]

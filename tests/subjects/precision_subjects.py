@@ -99,6 +99,16 @@ def _attention(method):
     return fn
 
 
+def _rg_lru(method):
+    def fn(x, gate_x, gate_a, a_param, reset=None, h0=None, return_last_state=False):
+        r = panel.rg_lru(dict(x=x, gate_x=gate_x, gate_a=gate_a, a_param=a_param, reset=reset,
+                              h0=h0), method)
+        y = r["y"].to(x.dtype)
+        return (y, r["h_last"]) if return_last_state else y
+    fn.__name__ = f"rg_lru_{method}"
+    return fn
+
+
 linear_scan_loop, linear_scan_tree = _linear_scan("loop"), _linear_scan("tree")
 selective_scan_loop, selective_scan_tree = _selective_scan("loop"), _selective_scan("tree")
 selective_state_update_loop = _state_update("loop")
@@ -107,6 +117,7 @@ ssd_loop, ssd_tree, ssd_chunked = _ssd("loop"), _ssd("tree"), _ssd("chunked")
 causal_conv1d_taps_up, causal_conv1d_taps_down = _conv1d("taps_up"), _conv1d("taps_down")
 attention_plain, attention_online = _attention("plain"), _attention("online")
 attention_flash_backward = _attention("flash_backward")
+rg_lru_loop, rg_lru_tree = _rg_lru("loop"), _rg_lru("tree")
 
 # every member of a role's panel, forward or gradient
 MEMBERS = {role: [f"{role}_{m}" for m in dict.fromkeys(p.members + (p.vjp_members or ()))]
