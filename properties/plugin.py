@@ -84,7 +84,9 @@ def pytest_addoption(parser):
     group.addoption("--ssm-max-length", default=None, type=int, metavar="L",
                     help="cap sequence lengths at L for a quick local run (an extension of the "
                          "contract; a capped run is not a conformance verdict at long lengths "
-                         "and its report says so)")
+                         "and its report says so); for a slow subject (an interpreted Triton "
+                         "kernel) add --hypothesis-profile budget, this suite's profile of 10 "
+                         "examples per property (docs/triton_cpu.md)")
     # the precision verdict (properties/precision.py)
     group.addoption("--ssm-precision-factor", default="16", metavar="K|off",
                     help="sequence roles: fail as 'imprecise' a subject whose largest error on "
@@ -164,8 +166,12 @@ def _parse(config) -> None:
 
 def _features_help() -> str:
     """Every role's features, for --help (the names --ssm-with and --ssm-without take)."""
-    return "; ".join(f"{name}: {', '.join(role.features)}" for name, role in ROLES.items()
-                     if role.features)
+    from ssm_conformance.properties.roles import EXTENSION_FEATURES
+
+    listed = "; ".join(f"{name}: {', '.join(role.features)}" for name, role in ROLES.items()
+                       if role.features)
+    return (f"{listed} (beyond CONTRACT.md, extensions of this suite: "
+            f"{', '.join(EXTENSION_FEATURES)})")
 
 
 def _add_with_option(group) -> None:

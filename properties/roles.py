@@ -20,6 +20,9 @@ IMPL = "ssm_conformance.implementations"
 # so that each can be left out (--ssm-without) or forced (--ssm-with). The discretize roles'
 # classes of A (strategies/lti.py) and B scaled by 2^+-40 or 0:
 LTI_FEATURES = ("defective_A", "stiff_A", "oscillatory_A", "extreme_B")
+# every feature name of this suite's that CONTRACT.md does not list (README, --help)
+EXTENSION_FEATURES = (*LTI_FEATURES, "jordan_block", "slow_modes", "near_marginal_Lambda",
+                      "zero_decay", "negative_decay", "zero_A", "non_pow2_chunk", "integer_x")
 
 # Features that no input has all at once: forcing all of one set is a usage error (role -> list
 # of (set, why)).
