@@ -55,4 +55,7 @@ def test_long_defects_rejected(role, tmp_path):
         assert rows and rows[0]["verdict"] == "fail", (name, run.output[-3000:])
         message = rows[0]["message"]
         assert generator in message and "subject_inputs(case" in message, message
-        assert "error exceeds the tolerance" in message or "non_finite" in rows[0]["failure_kind"]
+        # rejected for its numbers: beyond the bound, non-finite, or (a small late error within
+        # the bound on the first failing example) imprecise against the panel
+        assert ("error exceeds the tolerance" in message
+                or rows[0]["failure_kind"] in ("non_finite", "imprecise")), message
