@@ -90,6 +90,17 @@ class SubjectUnderTest:
                 assume(np.isfinite(rounded[name]))
         return dataclasses.replace(case, **rounded) if rounded else case
 
+    def relaid(self, case, layout: str, relayout):
+        """A copy of ``case`` whose inputs are the same values as ``case``'s in another layout:
+        ``relayout(tensor)`` for each argument (the non_contiguous properties). The inputs'
+        memo is filled with them, so ``exact`` (hence the oracle's inputs) is unchanged."""
+        other = case.replace()
+        other.info["layout"] = layout
+        other.features = case.features | {"non_contiguous"}
+        other.__dict__["_prepared"] = {("_inputs", self.dtype, self.device):
+                                       {k: relayout(v) for k, v in self.inputs(case).items()}}
+        return other
+
     def inputs(self, case) -> dict:
         """The arguments as the subject receives them. NumPy roles: the case's float64 arrays
         (float32/complex64 arrays when judged in float32: call ``round_case`` first).

@@ -213,12 +213,7 @@ def test_rg_lru_non_contiguous(sut, case, layout):
     contiguous call: within twice the tolerance."""
     skip_unless_non_contiguous()
     y, last, _ = _outputs(sut, case, sut.call(case))
-    strided_case = case.replace()
-    strided_case.info["layout"] = layout
-    strided_case.features = case.features | {"non_contiguous"}
-    args = sut.inputs(case)
-    strided_case.__dict__["_prepared"] = {("_inputs", sut.dtype, sut.device):
-                                          {k: strided(v, layout) for k, v in args.items()}}
+    strided_case = sut.relaid(case, layout, lambda t: strided(t, layout))
     y_s, last_s, ld_s = _outputs(sut, strided_case, sut.call(strided_case))
     mag, mag_last = oracle(oracle_rg.magnitudes, **_kwargs(sut, case))
     checks = [_pair(f"y ({layout} layout vs. contiguous)", y_s, y, mag)]
